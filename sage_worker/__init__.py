@@ -1,0 +1,1 @@
+"""The Salvus compute worker (a ZeroMQ fork server; see docs/protocol.md)."""

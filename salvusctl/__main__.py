@@ -1,0 +1,3 @@
+from salvusctl.cli import main
+
+main()

@@ -1,0 +1,382 @@
+"""What salvusctl's commands do, on one data folder.
+
+``Appliance`` binds a data folder, its config and its supervisord; the CLI is
+a thin layer over it. ``say`` reports progress as each step happens.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from pathlib import Path
+
+from salvusctl import accounts, config as configfile, migrate, postgres, programs, registry
+from salvusctl.datadir import DataDir
+from salvusctl.errors import (
+    ConfigError, DatabaseError, PortInUse, ProgramFailed, SalvusError,
+)
+from salvusctl.resources import sql_dir
+from salvusctl.supervisor import FAILED_STATES, Supervisor
+
+Say = Callable[[str], None]
+# When root and the data folder is out of the service user's reach, the
+# embedded cluster lives here instead (PostgreSQL cannot run as root).
+FALLBACK_CLUSTERS = Path("/var/lib/salvus/clusters")
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 90.0
+
+
+def port_in_use(bind: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((bind, port))
+        except OSError:
+            return True
+    return False
+
+
+def service_account(config: configfile.Config) -> accounts.Account | None:
+    """The account for programs that must not run as root (None: not root)."""
+    if not accounts.running_as_root():
+        return None
+    account, _ = accounts.ensure_system_user(config.get("salvus", "service_user"))
+    return account
+
+
+# ---------------------------------------------------------------- init
+
+
+def init(path: Path, overrides: dict, force: bool, say: Say) -> DataDir:
+    data = DataDir(path)
+    if data.exists():
+        config = data.load_config()
+        if not force:
+            say(f"{data.root} is already initialized; nothing changed "
+                "(use --force to re-render the supervisord files)")
+            return data
+        written = programs.render_all(data, config, service_account(config))
+        say(f"re-rendered {len(written)} supervisord files in {data.etc} "
+            "(database untouched); run `salvusctl start` to apply them")
+        return data
+    if data.root.exists() and any(data.root.iterdir()):
+        raise ConfigError(
+            f"{data.root} exists, is not empty and holds no salvus.conf; "
+            "choose a new or empty folder for --data"
+        )
+    created = not data.root.exists()
+    raw = configfile.defaults(overrides)
+    try:
+        _create(data, raw, say)
+    except BaseException:
+        _remove_partial(data, raw, created)
+        raise
+    say(f"initialized {data.root}; start it with `salvusctl --data {data.root} start`")
+    return data
+
+
+def _create(data: DataDir, raw: dict, say: Say) -> None:
+    config = configfile.validate(raw, "init options")
+    data.check_socket_paths(config)
+    if config.embedded_db:
+        postgres.find_bindir()
+    data.root.mkdir(parents=True, exist_ok=True)
+    os.chmod(data.root, 0o755)
+    for folder in (data.etc, data.run, data.logs):
+        folder.mkdir(exist_ok=True)
+    data.secrets.mkdir(mode=0o700, exist_ok=True)
+    service = None
+    if accounts.running_as_root():
+        service, made = accounts.ensure_system_user(config.get("salvus", "service_user"))
+        if made:
+            say(f"created system user {service.name!r} to own the database cluster")
+    if config.embedded_db:
+        config = _create_cluster(data, raw, config, service, say)
+    data.dsn_file.write_text(postgres.dsn(data, config) + "\n")
+    os.chmod(data.dsn_file, 0o600)
+    data.web_secret.write_text(secrets.token_hex(32) + "\n")
+    os.chmod(data.web_secret, 0o600)
+    configfile.write(data.config_file, raw)
+    written = programs.render_all(data, config, service)
+    say(f"wrote {data.config_file} and {len(written)} supervisord files")
+
+
+def _create_cluster(data: DataDir, raw: dict, config: configfile.Config,
+                    service: accounts.Account | None, say: Say) -> configfile.Config:
+    if service and accounts.unreachable_ancestor(data.root / "pg", service):
+        blocked = accounts.unreachable_ancestor(data.root / "pg", service)
+        raw[("database", "cluster")] = str(FALLBACK_CLUSTERS / config.get("salvus", "instance"))
+        config = configfile.validate(raw, "init options")
+        data.check_socket_paths(config)
+        say(f"{blocked} is closed to user {service.name!r}; the database cluster goes to "
+            f"{data.cluster(config)} instead")
+    port = config.get("database", "port")
+    if port_in_use(config.get("salvus", "bind"), port):
+        raise PortInUse(
+            f"port {port} for the embedded database is in use; "
+            "pick another with `salvusctl init --base-port N` or --db-port"
+        )
+    cluster = data.cluster(config)
+    cluster.mkdir(parents=True, exist_ok=True)
+    data.pg_run(config).mkdir(exist_ok=True)
+    os.chmod(cluster, 0o700)
+    os.chmod(data.pg_run(config), 0o700)
+    if service:
+        accounts.chown_tree(cluster, service)
+    say("creating the embedded PostgreSQL cluster (initdb)...")
+    postgres.initdb(data, config, service)
+    say("starting it once to create the database and apply migrations...")
+    with postgres.temporary_server(data, config, service):
+        dsn = postgres.embedded_dsn(data, config)
+        postgres.wait_ready(postgres.embedded_dsn(data, config, "postgres"))
+        postgres.ensure_database(data, config)
+        _migrate(dsn, say)
+    return config
+
+
+def _remove_partial(data: DataDir, raw: dict, created: bool) -> None:
+    """Undo a failed init so that running it again starts clean."""
+    cluster = raw.get(("database", "cluster"))
+    if cluster and Path(cluster).is_relative_to(FALLBACK_CLUSTERS):
+        shutil.rmtree(cluster, ignore_errors=True)
+    if created:
+        shutil.rmtree(data.root, ignore_errors=True)
+    elif data.root.exists():
+        for child in data.root.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink()
+
+
+def _migrate(dsn: str, say: Say) -> None:
+    conn = postgres.connect(dsn)
+    try:
+        done = migrate.migrate(conn, sql_dir(), say)
+    finally:
+        conn.close()
+    if not done:
+        say("database schema is up to date")
+
+
+# ---------------------------------------------------------------- running
+
+
+class Appliance:
+    def __init__(self, path: Path, say: Say):
+        self.data = DataDir(path)
+        self.config = self.data.load_config()
+        self.say = say
+        self.supervisor = Supervisor(self.data)
+        self.programs = programs.plan(self.data, self.config, None)
+
+    @property
+    def dsn(self) -> str:
+        return postgres.dsn(self.data, self.config)
+
+    def url(self) -> str:
+        bind = self.config.get("salvus", "bind")
+        host = socket.gethostname() if bind in ("0.0.0.0", "::") else bind
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.config.get('web', 'port')}/"
+
+    def states(self) -> dict[str, dict]:
+        if not self.supervisor.reachable():
+            return {}
+        return self.supervisor.processes()
+
+    # -- start
+
+    def start(self, names: tuple[str, ...]) -> None:
+        chosen = programs.select(self.programs, names)
+        if self.supervisor.reachable():
+            self.supervisor.apply_config_changes(self.say)
+        else:
+            self._check_ports(chosen, running={})
+            self.say("starting supervisord...")
+            self.supervisor.start_daemon()
+        if self.config.embedded_db:
+            database = programs.select(self.programs, ("postgres",))
+            if database[0] not in chosen:
+                self.say("postgres: starting it too (every program's registry needs it)")
+            self._start(database)
+            postgres.wait_ready(postgres.embedded_dsn(self.data, self.config, "postgres"))
+            postgres.ensure_database(self.data, self.config)
+        _migrate(self.dsn, self.say)
+        self._start([p for p in chosen if p.name != "postgres"])
+        self.say(f"Salvus is running: open {self.url()}")
+
+    def _check_ports(self, chosen: list[programs.Program], running: dict) -> None:
+        bind = self.config.get("salvus", "bind")
+        for program in chosen:
+            if running.get(program.name, {}).get("statename") in ("RUNNING", "STARTING"):
+                continue
+            for port in program.ports:
+                if port_in_use(bind, port):
+                    raise PortInUse(
+                        f"port {port} of {program.name} is in use by another program; "
+                        f"stop that program or change the port in {self.data.config_file}"
+                    )
+
+    def _start(self, chosen: list[programs.Program]) -> None:
+        states = self.supervisor.processes()
+        self._check_ports(chosen, states)
+        waiting = []
+        for program in chosen:
+            if states.get(program.name, {}).get("statename") == "RUNNING":
+                self._report(program.name, states[program.name], "already running")
+                continue
+            try:
+                self.supervisor.call("startProcess", program.name, False)
+            except xmlrpc.client.Fault as fault:
+                if "ALREADY_STARTED" not in fault.faultString:
+                    raise ProgramFailed(f"{program.name}: {fault.faultString}") from None
+            waiting.append(program.name)
+        self._wait_running(waiting)
+
+    def _wait_running(self, names: list[str]) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        pending = list(names)
+        while pending:
+            states = self.supervisor.processes()
+            for name in list(pending):
+                info = states[name]
+                if info["statename"] == "RUNNING":
+                    self._report(name, info, "started")
+                    pending.remove(name)
+                elif info["statename"] in FAILED_STATES:
+                    self._fail(name, info)
+            if pending and time.monotonic() > deadline:
+                self._fail(pending[0], states[pending[0]], timed_out=True)
+            time.sleep(0.1)
+
+    def _fail(self, name: str, info: dict, timed_out: bool = False) -> None:
+        try:
+            self.supervisor.call("stopProcess", name, True)
+        except xmlrpc.client.Fault:
+            pass
+        lines = self.supervisor.tail_log(name, stderr=name == "registry")
+        log = self.data.logs / f"{name}.log"
+        if lines:
+            self.say(f"{name}: last lines of {log}:")
+            for line in lines[-12:]:
+                self.say(f"    {line}")
+        why = "did not reach RUNNING in time" if timed_out else f"failed ({info['statename']})"
+        raise ProgramFailed(
+            f"{name} {why}; fix the cause shown in {log} and run `salvusctl start {name}`"
+        )
+
+    def _report(self, name: str, info: dict, what: str) -> None:
+        self.say(f"{name:<10} {info['statename']:<8} pid {info['pid']:<7} {what}")
+
+    # -- stop
+
+    def stop(self, names: tuple[str, ...]) -> None:
+        if not self.supervisor.reachable():
+            self.say("supervisord is not running; nothing to stop")
+            return
+        chosen = programs.select(self.programs, names)
+        self._stop(chosen)
+        if not names:
+            self.say("stopping supervisord...")
+            self.supervisor.shutdown()
+            self.say("supervisord stopped")
+
+    def _stop(self, chosen: list[programs.Program]) -> None:
+        tiers = sorted({programs.START_ORDER[p.kind] for p in chosen}, reverse=True)
+        for tier in tiers:
+            group = [p.name for p in chosen if programs.START_ORDER[p.kind] == tier]
+            states = self.supervisor.processes()
+            for name in group:
+                try:
+                    self.supervisor.call("stopProcess", name, False)
+                except xmlrpc.client.Fault as fault:
+                    if "NOT_RUNNING" not in fault.faultString:
+                        raise ProgramFailed(f"{name}: {fault.faultString}") from None
+            self._wait_stopped(group, states)
+
+    def _wait_stopped(self, names: list[str], before: dict) -> None:
+        deadline = time.monotonic() + STOP_TIMEOUT
+        pending = list(names)
+        while pending:
+            states = self.supervisor.processes()
+            for name in list(pending):
+                if states[name]["statename"] not in ("RUNNING", "STOPPING", "STARTING",
+                                                     "BACKOFF"):
+                    was = before.get(name, {}).get("pid") or "-"
+                    self.say(f"{name:<10} {states[name]['statename']:<8} (was pid {was})")
+                    pending.remove(name)
+            if pending and time.monotonic() > deadline:
+                raise ProgramFailed(
+                    f"{pending[0]} did not stop within {STOP_TIMEOUT:.0f}s; see "
+                    f"{self.data.logs / (pending[0] + '.log')}"
+                )
+            time.sleep(0.1)
+
+    def restart(self, names: tuple[str, ...]) -> None:
+        if not self.supervisor.reachable():
+            raise SalvusError(
+                f"supervisord of {self.data.root} is not running; use `salvusctl start`"
+            )
+        chosen = programs.select(self.programs, names)
+        self._stop(chosen)
+        for program in chosen:
+            self._start([program])
+            if program.name == "postgres":
+                postgres.wait_ready(self.dsn)
+
+    # -- status and check
+
+    def status(self, names: tuple[str, ...]) -> list[dict]:
+        chosen = programs.select(self.programs, names)
+        states = self.states()
+        now = time.time()
+        rows = []
+        for program in chosen:
+            info = states.get(program.name)
+            state = info["statename"] if info else "STOPPED"
+            running = state == "RUNNING"
+            rows.append({
+                "name": program.name, "kind": program.kind, "state": state,
+                "pid": info["pid"] if info and running else None,
+                "uptime": int(now - info["start"]) if info and running else None,
+                "detail": (info["description"] if info else "supervisord is not running"),
+            })
+        return rows
+
+    def _require_database(self, states: dict) -> None:
+        if self.config.embedded_db and states.get("postgres", {}).get("statename") != "RUNNING":
+            raise DatabaseError(
+                "the embedded database is not running; start it with `salvusctl start postgres`"
+            )
+
+    def check(self) -> list[str]:
+        states = self.states()
+        self._require_database(states)
+        actual = {}
+        for program in self.programs:
+            actual[program.name] = states.get(
+                program.name, {"statename": "STOPPED", "pid": 0}
+            )
+        conn = postgres.connect(self.dsn)
+        try:
+            return registry.check(conn, self.config.get("salvus", "instance"),
+                                  self.config.get("salvus", "host"), actual)
+        except Exception as exc:
+            if type(exc).__module__.startswith("psycopg2"):
+                raise DatabaseError(
+                    f"the registry could not be read ({str(exc).splitlines()[0]}); "
+                    "run `salvusctl db migrate`"
+                ) from None
+            raise
+        finally:
+            conn.close()
+
+    def migrate(self) -> None:
+        self._require_database(self.states())
+        _migrate(self.dsn, self.say)

@@ -1,0 +1,137 @@
+"""``salvusctl``: init, start, stop, restart, status, check, db migrate.
+
+State travels in a ``Context`` object (click's ``obj``); errors are
+``SalvusError`` subclasses, which click's ``Command.main`` prints as one
+``Error: ...`` line with the error's exit code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from salvusctl import __version__
+from salvusctl.appliance import Appliance, init as init_data
+from salvusctl.datadir import default_path
+
+NOT_RUNNING_EXIT = 3
+
+
+@dataclass
+class Context:
+    data: Path
+
+    def appliance(self) -> Appliance:
+        return Appliance(self.data, click.echo)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=default_path,
+              show_default="$SALVUS_DATA, else ./salvus-data",
+              help="The data folder (config, database cluster, logs).")
+@click.version_option(__version__, prog_name="salvusctl")
+@click.pass_context
+def cli(ctx: click.Context, data: Path) -> None:
+    """Run a Salvus appliance: math in the browser, served from this host."""
+    ctx.obj = Context(data)
+
+
+@cli.command()
+@click.option("--force", is_flag=True,
+              help="Re-render the supervisord files from the config (database untouched).")
+@click.option("--base-port", type=click.IntRange(1, 65000),
+              help="Web port; workers use it +100 and the embedded database +200.")
+@click.option("--web", "web_count", type=click.IntRange(1, 64), help="Number of web frontends.")
+@click.option("--workers", type=click.IntRange(1, 256), help="Number of compute workers.")
+@click.option("--dsn", help="Use this PostgreSQL database instead of an embedded cluster.")
+@pass_context
+def init(obj: Context, force: bool, base_port: int | None, web_count: int | None,
+         workers: int | None, dsn: str | None) -> None:
+    """Create the data folder: config, database cluster, supervisord files."""
+    overrides = {}
+    if base_port is not None:
+        overrides[("web", "port")] = base_port
+        overrides[("worker", "port")] = base_port + 100
+        overrides[("database", "port")] = base_port + 200
+    if web_count is not None:
+        overrides[("web", "count")] = web_count
+    if workers is not None:
+        overrides[("worker", "count")] = workers
+    if dsn is not None:
+        overrides[("database", "dsn")] = dsn
+    init_data(obj.data, overrides, force, click.echo)
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@pass_context
+def start(obj: Context, names: tuple[str, ...]) -> None:
+    """Start supervisord and the named programs (all by default)."""
+    obj.appliance().start(names)
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@pass_context
+def stop(obj: Context, names: tuple[str, ...]) -> None:
+    """Stop the named programs; with no names stop everything and supervisord."""
+    obj.appliance().stop(names)
+
+
+@cli.command()
+@click.argument("names", nargs=-1, required=True)
+@pass_context
+def restart(obj: Context, names: tuple[str, ...]) -> None:
+    """Restart the named programs (a kind such as 'worker' names all of them)."""
+    obj.appliance().restart(names)
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@pass_context
+def status(obj: Context, names: tuple[str, ...], as_json: bool) -> None:
+    """Show the named programs (all by default); exit 0 only if all are running."""
+    rows = obj.appliance().status(names)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            pid = f"pid {row['pid']}" if row["pid"] else ""
+            uptime = f"up {row['uptime']}s" if row["uptime"] is not None else row["detail"]
+            click.echo(f"{row['name']:<10} {row['state']:<8} {pid:<10} {uptime}")
+    if any(row["state"] != "RUNNING" for row in rows):
+        raise click.exceptions.Exit(NOT_RUNNING_EXIT)
+
+
+@cli.command()
+@pass_context
+def check(obj: Context) -> None:
+    """Compare the component registry with supervisord and repair it."""
+    repairs = obj.appliance().check()
+    for line in repairs:
+        click.echo(f"repaired {line}")
+    if not repairs:
+        click.echo("registry agrees with supervisord; nothing to repair")
+
+
+@cli.group()
+def db() -> None:
+    """Database commands."""
+
+
+@db.command("migrate")
+@pass_context
+def db_migrate(obj: Context) -> None:
+    """Apply pending sql/NNN_*.sql migrations in order."""
+    obj.appliance().migrate()
+
+
+def main() -> None:
+    cli(prog_name="salvusctl")

@@ -1,0 +1,172 @@
+"""The embedded PostgreSQL cluster: find the binaries, initdb, run, connect.
+
+PostgreSQL refuses to run as root, so when salvusctl is root every server
+command runs as the service user (``Account``); supervisord does the same
+switch with the program's ``user=`` key.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg2
+
+from salvusctl.accounts import Account
+from salvusctl.config import Config
+from salvusctl.datadir import DataDir
+from salvusctl.errors import DatabaseError, PostgresMissing
+
+DB_NAME = "salvus"
+DB_USER = "salvus"
+
+
+def find_bindir() -> Path:
+    """The folder holding initdb, pg_ctl and postgres (newest Debian version first)."""
+    def version(folder: str) -> tuple[int, ...]:
+        part = Path(folder).parent.name
+        return tuple(int(p) for p in part.split(".") if p.isdigit())
+
+    candidates = []
+    if os.environ.get("SALVUS_PG_BINDIR"):
+        candidates.append(os.environ["SALVUS_PG_BINDIR"])
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True)
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(str(Path(on_path).resolve().parent))
+    for folder in candidates:
+        if all((Path(folder) / tool).exists() for tool in ("initdb", "pg_ctl", "postgres")):
+            return Path(folder)
+    raise PostgresMissing(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found; "
+        "install them with `apt-get install postgresql` or set SALVUS_PG_BINDIR"
+    )
+
+
+def server_args(data: DataDir, config: Config) -> list[str]:
+    """postgres's settings, given on its command line so the config file rules."""
+    return [
+        "-D", str(data.pg_data(config)),
+        "-c", f"listen_addresses={config.get('salvus', 'bind')}",
+        "-c", f"port={config.get('database', 'port')}",
+        "-c", f"unix_socket_directories={data.pg_run(config)}",
+        "-c", "unix_socket_permissions=0700",
+        "-c", "logging_collector=off",
+        "-c", "log_timezone=UTC",
+        "-c", "log_line_prefix=%m [%p] ",
+    ]
+
+
+def embedded_dsn(data: DataDir, config: Config, dbname: str = DB_NAME) -> str:
+    return (
+        f"host={data.pg_run(config)} port={config.get('database', 'port')} "
+        f"dbname={dbname} user={DB_USER} passfile={data.pgpass}"
+    )
+
+
+def _run_as(account: Account | None, argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    ids = {} if account is None else {"user": account.uid, "group": account.gid,
+                                      "extra_groups": []}
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False, **ids)
+
+
+def _fail(what: str, result: subprocess.CompletedProcess) -> DatabaseError:
+    lines = (result.stderr or result.stdout).strip().splitlines()
+    detail = lines[-1] if lines else f"exit status {result.returncode}"
+    return DatabaseError(f"{what} failed: {detail}")
+
+
+def initdb(data: DataDir, config: Config, account: Account | None) -> None:
+    """Create the cluster with password auth only (no trust, no peer)."""
+    bindir = find_bindir()
+    cluster = data.cluster(config)
+    password = secrets.token_urlsafe(24)
+    pwfile = cluster / ".initdb-password"
+    pwfile.write_text(password + "\n")
+    os.chmod(pwfile, 0o600)
+    if account is not None:
+        os.chown(pwfile, account.uid, account.gid)
+    try:
+        result = _run_as(account, [
+            str(bindir / "initdb"), "-D", str(data.pg_data(config)), "-U", DB_USER,
+            "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale",
+            "--no-instructions",
+        ], cwd=cluster)
+    finally:
+        pwfile.unlink()
+    if result.returncode != 0:
+        raise _fail("initdb", result)
+    data.pgpass.write_text(f"*:*:*:{DB_USER}:{password}\n")
+    os.chmod(data.pgpass, 0o600)
+
+
+@contextmanager
+def temporary_server(data: DataDir, config: Config, account: Account | None):
+    """Run the cluster outside supervisord (used by init before supervisord exists)."""
+    bindir = find_bindir()
+    pg_data = data.pg_data(config)
+    log = data.cluster(config) / "init-server.log"
+    options = " ".join(f"'{a}'" if " " in a else a for a in server_args(data, config)[2:])
+    result = _run_as(account, [
+        str(bindir / "pg_ctl"), "-D", str(pg_data), "-w", "-t", "60", "-l", str(log),
+        "-o", options, "start",
+    ], cwd=data.cluster(config))
+    if result.returncode != 0:
+        tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+        raise DatabaseError(
+            "could not start the embedded PostgreSQL for init: "
+            + (tail[0] if tail else result.stderr.strip())
+        )
+    try:
+        yield
+    finally:
+        _run_as(account, [str(bindir / "pg_ctl"), "-D", str(pg_data), "-m", "fast", "-w",
+                          "stop"], cwd=data.cluster(config))
+
+
+def connect(dsn: str, timeout: float = 5):
+    try:
+        return psycopg2.connect(dsn, connect_timeout=max(1, int(timeout)))
+    except psycopg2.OperationalError as exc:
+        first = (str(exc).strip().splitlines() or ["no detail"])[0]
+        raise DatabaseError(
+            f"cannot connect to the database ({first}); "
+            "check that it runs (`salvusctl status postgres`) and [database] in the config"
+        ) from None
+
+
+def wait_ready(dsn: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connect(dsn, timeout=2).close()
+            return
+        except DatabaseError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def ensure_database(data: DataDir, config: Config) -> bool:
+    """Create the ``salvus`` database in the embedded cluster if it is missing."""
+    conn = connect(embedded_dsn(data, config, dbname="postgres"))
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,))
+            if cur.fetchone():
+                return False
+            cur.execute(f"CREATE DATABASE {DB_NAME}")
+            return True
+    finally:
+        conn.close()
+
+
+def dsn(data: DataDir, config: Config) -> str:
+    return embedded_dsn(data, config) if config.embedded_db else config.get("database", "dsn")

@@ -1,0 +1,154 @@
+"""The supervisord programs of one data folder, and their rendered files.
+
+Names are stable and say what a program is: ``postgres`` (embedded database
+only), ``registry`` (the component-registry event listener), ``web0``...,
+``worker0``.... Each is its own supervisord group, so every one of them can be
+started, stopped and restarted alone. A kind name (``web``, ``worker``)
+stands for all programs of that kind on the command line.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+
+from salvusctl import postgres
+from salvusctl.accounts import Account
+from salvusctl.config import Config
+from salvusctl.datadir import DataDir
+from salvusctl.errors import ConfigError, UnknownProgram
+from salvusctl.resources import templates_dir
+
+KINDS = ("postgres", "registry", "web", "worker")
+# Start in this order; stop in the reverse one (database last).
+START_ORDER = {"postgres": 0, "registry": 1, "worker": 2, "web": 3}
+
+
+def kind_of(name: str) -> str:
+    return re.sub(r"\d+$", "", name)
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    template: str
+    values: dict[str, str] = field(compare=False)
+    ports: tuple[int, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.name)
+
+
+def _supervisor_value(text: str) -> str:
+    """supervisord expands %(name)s in values: a literal % is written %%."""
+    return text.replace("%", "%%")
+
+
+def _user_line(account: Account | None) -> str:
+    if account is None:
+        return "; user: not set; the program runs as supervisord's own user"
+    return f"user = {account.name}"
+
+
+def plan(data: DataDir, config: Config, service: Account | None) -> list[Program]:
+    """Every program this data folder runs, in start order."""
+    common = {
+        "data": str(data.root),
+        "logs": str(data.logs),
+        "python": sys.executable,
+        "bind": config.get("salvus", "bind"),
+        "instance": config.get("salvus", "instance"),
+        "host": config.get("salvus", "host"),
+        "dsn_file": str(data.dsn_file),
+    }
+    found: list[Program] = []
+    if config.embedded_db:
+        args = shlex.join(postgres.server_args(data, config))
+        found.append(Program("postgres", "postgres.conf.in", {
+            **common, "name": "postgres",
+            "command": _supervisor_value(f"{postgres.find_bindir() / 'postgres'} {args}"),
+            "user_line": _user_line(service), "cluster": str(data.cluster(config)),
+        }, (config.get("database", "port"),)))
+    found.append(Program("registry", "registry.conf.in", {
+        **common, "name": "registry", "spool": str(data.registry_spool),
+        "buffer": str(config.get("registry", "buffer")),
+    }))
+    for i in range(config.get("worker", "count")):
+        port = config.get("worker", "port") + i
+        found.append(Program(f"worker{i}", "worker.conf.in", {
+            **common, "name": f"worker{i}", "index": str(i), "port": str(port),
+            "max_sessions": str(config.get("worker", "max_sessions")),
+        }, (port,)))
+    for i in range(config.get("web", "count")):
+        port = config.get("web", "port") + i
+        found.append(Program(f"web{i}", "web.conf.in", {
+            **common, "name": f"web{i}", "index": str(i), "port": str(port),
+        }, (port,)))
+    _check_ports_distinct(found)
+    return found
+
+
+def _check_ports_distinct(found: list[Program]) -> None:
+    owner: dict[int, str] = {}
+    for program in found:
+        for port in program.ports:
+            if port > 65535:
+                raise ConfigError(
+                    f"{program.name} would listen on port {port}, beyond 65535; "
+                    "lower its base port in the config"
+                )
+            if port in owner:
+                raise ConfigError(
+                    f"{owner[port]} and {program.name} would both use port {port}; "
+                    "move [web] port, [worker] port or [database] port apart in the config"
+                )
+            owner[port] = program.name
+
+
+def select(found: list[Program], names: tuple[str, ...]) -> list[Program]:
+    """Programs named on the command line (all when none); kind names expand."""
+    if not names:
+        return list(found)
+    chosen: list[Program] = []
+    for name in names:
+        matches = [p for p in found if p.name == name or p.kind == name]
+        if not matches:
+            known = ", ".join(p.name for p in found)
+            raise UnknownProgram(f"no program named {name!r}; the programs are: {known}")
+        chosen += [p for p in matches if p not in chosen]
+    return sorted(chosen, key=lambda p: (START_ORDER[p.kind], found.index(p)))
+
+
+def render_template(template: str, values: dict[str, str]) -> str:
+    text = (templates_dir() / template).read_text()
+    try:
+        return Template(text).substitute(values)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"template {template} is broken ({exc!r}); reinstall salvus") from None
+
+
+def render_all(data: DataDir, config: Config, service: Account | None) -> list[Path]:
+    """Write supervisord.conf and one file per program; remove files of old programs."""
+    found = plan(data, config, service)
+    data.programs_dir.mkdir(parents=True, exist_ok=True)
+    written = [data.supervisord_conf]
+    data.supervisord_conf.write_text(render_template("supervisord.conf.in", {
+        "data": str(data.root), "sock": str(data.supervisor_sock),
+        "pidfile": str(data.supervisor_pid), "logs": str(data.logs),
+        "programs": str(data.programs_dir), "instance": config.get("salvus", "instance"),
+    }))
+    wanted = set()
+    for program in found:
+        path = data.programs_dir / f"{program.name}.conf"
+        path.write_text(render_template(program.template, program.values))
+        wanted.add(path)
+        written.append(path)
+    for stale in data.programs_dir.glob("*.conf"):
+        if stale not in wanted:
+            stale.unlink()
+    return written

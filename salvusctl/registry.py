@@ -1,0 +1,112 @@
+"""The component registry in PostgreSQL: record events, compare, repair.
+
+``components`` holds one row per program of each appliance instance (its
+current state); ``component_events`` keeps every change. The listener writes
+both; ``salvusctl check`` repairs ``components`` from what supervisord says
+and logs each repair as an event with source 'check'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from salvusctl.programs import kind_of
+
+# supervisord reports a pid only while the process exists.
+LIVE_STATES = {"STARTING", "RUNNING", "BACKOFF", "STOPPING"}
+
+
+@dataclass(frozen=True)
+class Event:
+    instance: str
+    host: str
+    name: str
+    state: str
+    from_state: str | None
+    pid: int | None
+    at: datetime
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.name)
+
+    @property
+    def current_pid(self) -> int | None:
+        """The pid to show as current: none once the process has ended."""
+        return self.pid if self.state in LIVE_STATES and self.pid else None
+
+    def to_json(self) -> dict:
+        return {**self.__dict__, "at": self.at.isoformat()}
+
+    @classmethod
+    def from_json(cls, raw: dict) -> Event:
+        return cls(**{**raw, "at": datetime.fromisoformat(raw["at"])})
+
+
+def record(conn, events: list[Event], source: str = "listener") -> None:
+    """Store events in one transaction: all of them or none."""
+    with conn, conn.cursor() as cur:
+        for e in events:
+            cur.execute(
+                "INSERT INTO component_events"
+                " (instance, name, kind, host, pid, state, from_state, source, at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (e.instance, e.name, e.kind, e.host, e.pid, e.state, e.from_state, source, e.at),
+            )
+            # Only a newer observation replaces the current row.
+            cur.execute(
+                "INSERT INTO components (instance, name, kind, host, pid, state, updated_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (instance, name) DO UPDATE SET kind = EXCLUDED.kind,"
+                " host = EXCLUDED.host, pid = EXCLUDED.pid, state = EXCLUDED.state,"
+                " updated_at = EXCLUDED.updated_at"
+                " WHERE components.updated_at <= EXCLUDED.updated_at",
+                (e.instance, e.name, e.kind, e.host, e.current_pid, e.state, e.at),
+            )
+
+
+def observed(info: dict) -> tuple[str, int | None]:
+    """(state, pid) of one supervisord getProcessInfo answer."""
+    state = info["statename"]
+    pid = info["pid"] if state in LIVE_STATES and info["pid"] else None
+    return state, pid
+
+
+def check(conn, instance: str, host: str, actual: dict[str, dict]) -> list[str]:
+    """Make ``components`` agree with supervisord; return one line per repair."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT name, host, pid, state FROM components WHERE instance = %s", (instance,)
+        )
+        rows = {name: (h, pid, state) for name, h, pid, state in cur.fetchall()}
+    now = datetime.now(UTC)
+    repairs, events = [], []
+    for name in sorted(actual):
+        state, pid = observed(actual[name])
+        if name not in rows:
+            repairs.append(f"{name}: added missing row ({state}, pid {pid})")
+        elif rows[name] != (host, pid, state):
+            old_host, old_pid, old_state = rows[name]
+            changes = []
+            if old_state != state:
+                changes.append(f"state {old_state} -> {state}")
+            if old_pid != pid:
+                changes.append(f"pid {old_pid} -> {pid}")
+            if old_host != host:
+                changes.append(f"host {old_host} -> {host}")
+            repairs.append(f"{name}: fixed " + ", ".join(changes))
+        else:
+            continue
+        events.append(Event(instance, host, name, state, None, pid, now))
+    if events:
+        record(conn, events, source="check")
+    stale = sorted(set(rows) - set(actual))
+    if stale:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "DELETE FROM components WHERE instance = %s AND name = ANY(%s)",
+                (instance, stale),
+            )
+        repairs += [f"{name}: removed row of a program that no longer exists" for name in stale]
+    return repairs
