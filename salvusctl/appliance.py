@@ -6,6 +6,7 @@ a thin layer over it. ``say`` reports progress as each step happens.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -15,10 +16,15 @@ import xmlrpc.client
 from collections.abc import Callable
 from pathlib import Path
 
-from salvusctl import accounts, config as configfile, migrate, postgres, programs, registry
+from salvusctl import accounts, migrate, postgres, programs, registry
+from salvusctl import config as configfile
 from salvusctl.datadir import DataDir
 from salvusctl.errors import (
-    ConfigError, DatabaseError, PortInUse, ProgramFailed, SalvusError,
+    ConfigError,
+    DatabaseError,
+    PortInUse,
+    ProgramFailed,
+    SalvusError,
 )
 from salvusctl.resources import sql_dir
 from salvusctl.supervisor import FAILED_STATES, Supervisor
@@ -256,10 +262,8 @@ class Appliance:
             time.sleep(0.1)
 
     def _fail(self, name: str, info: dict, timed_out: bool = False) -> None:
-        try:
+        with contextlib.suppress(xmlrpc.client.Fault):
             self.supervisor.call("stopProcess", name, True)
-        except xmlrpc.client.Fault:
-            pass
         lines = self.supervisor.tail_log(name, stderr=name == "registry")
         log = self.data.logs / f"{name}.log"
         if lines:

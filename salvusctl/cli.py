@@ -14,7 +14,8 @@ from pathlib import Path
 import click
 
 from salvusctl import __version__
-from salvusctl.appliance import Appliance, init as init_data
+from salvusctl.appliance import Appliance
+from salvusctl.appliance import init as init_data
 from salvusctl.datadir import default_path
 
 NOT_RUNNING_EXIT = 3

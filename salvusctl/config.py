@@ -162,7 +162,9 @@ def load(path: Path) -> Config:
         raise
     except (configparser.Error, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0]
-        raise ConfigError(f"{path} is not a valid config file ({first}); fix or re-create it")
+        raise ConfigError(
+            f"{path} is not a valid config file ({first}); fix or re-create it"
+        ) from None
     known = {(k.section, k.name) for k in SCHEMA}
     raw = {}
     for section in parser.sections():

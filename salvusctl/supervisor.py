@@ -6,6 +6,7 @@ nothing here parses supervisorctl's output.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -112,10 +113,8 @@ class Supervisor:
     def shutdown(self, timeout: float = 60) -> None:
         """Stop supervisord itself and wait for its process to end."""
         pid = self.pid()
-        try:
+        with contextlib.suppress(OSError, xmlrpc.client.Error):
             self.rpc.shutdown()
-        except (OSError, xmlrpc.client.Error):
-            pass
         deadline = time.monotonic() + timeout
         while pid and _alive(pid):
             if time.monotonic() > deadline:

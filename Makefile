@@ -1,0 +1,38 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+DATA   ?= $(or $(SALVUS_DATA),$(CURDIR)/salvus-data)
+CTL     = $(VENV)/bin/salvusctl --data $(DATA)
+
+.PHONY: run stop test lint install system-packages dist clean
+
+## run: install everything, initialize the data folder if needed, start, print the URL
+run: install
+	@$(CTL) init
+	@$(CTL) start
+
+stop:
+	@$(CTL) stop
+
+## test: install everything and run the linter and the whole test suite
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+install: system-packages $(VENV)/.installed
+
+system-packages:
+	@PYTHON=$(PYTHON) scripts/install-system-packages
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	@touch $@
+
+## dist: the tarball packagers ship (dist/salvus-VERSION.tar.gz)
+dist: install
+	$(VENV)/bin/python -m build --sdist --outdir dist .
+
+clean:
+	rm -rf dist build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,109 @@
+"""Shared test helpers: real processes, found and cleaned up by data folder."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SALVUSCTL = [sys.executable, "-m", "salvusctl"]
+COMMAND_TIMEOUT = 180
+
+
+def run(data: Path, *args: str, check: bool = True, timeout: float = COMMAND_TIMEOUT,
+        salvusctl: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Run salvusctl as an admin would, in its own process."""
+    result = subprocess.run(
+        [*(salvusctl or SALVUSCTL), "--data", str(data), *args],
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"salvusctl {' '.join(args)} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+    return result
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_base_port() -> int:
+    """A random base port whose web (+0..9), worker (+100..) and db (+200) ports are free."""
+    for _ in range(200):
+        base = random.randrange(20000, 59000, 10)
+        if all(port_free(base + offset + i) for offset in (0, 100, 200) for i in range(4)):
+            return base
+    raise RuntimeError("no free base port found")
+
+
+def _proc_info(pid: str) -> tuple[str, str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return "", ""
+    return cmdline, cwd
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie has ended: it has no command line)."""
+    cmdline, _ = _proc_info(str(pid))
+    return bool(cmdline)
+
+
+def processes_of(root: Path) -> dict[int, str]:
+    """Live processes that belong to a data folder: named in their command line
+    or working in it (PostgreSQL backends rename themselves but stay in the
+    cluster folder)."""
+    root_text = str(root)
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == os.getpid():
+            continue
+        cmdline, cwd = _proc_info(pid)
+        if not cmdline:
+            continue  # exited, or a zombie (no command line)
+        if root_text in cmdline or cwd == root_text or cwd.startswith(root_text + "/"):
+            found[int(pid)] = cmdline
+    return found
+
+
+def kill_everything_of(root: Path, grace: float = 5.0) -> None:
+    """Last-resort cleanup: TERM then KILL whatever still runs from ``root``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        left = processes_of(root)
+        if not left:
+            return
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while processes_of(root) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

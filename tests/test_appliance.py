@@ -1,0 +1,153 @@
+"""A whole appliance under real supervisord and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+
+from tests import db
+from tests.helpers import alive, processes_of, run, wait_for
+
+pytestmark = pytest.mark.slow
+
+PROGRAMS = ["postgres", "registry", "worker0", "worker1", "web0"]
+
+
+def status(data) -> dict[str, dict]:
+    result = run(data, "status", "--json", check=False)
+    return {row["name"]: row for row in json.loads(result.stdout)}
+
+
+def test_status_shows_every_program_running(running):
+    result = run(running, "status")
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == PROGRAMS
+    assert all(line.split()[1] == "RUNNING" for line in lines)
+    rows = status(running)
+    assert all(rows[name]["pid"] > 0 for name in PROGRAMS)
+
+
+def test_registry_records_every_program(running):
+    def all_recorded():
+        rows = dict(db.query(running, "SELECT name, state FROM components"))
+        return all(rows.get(name) == "RUNNING" for name in PROGRAMS)
+
+    wait_for(all_recorded, what="every program RUNNING in components")
+    rows = dict(db.query(running, "SELECT name, pid FROM components"))
+    live = status(running)
+    assert {name: rows[name] for name in PROGRAMS} == {n: live[n]["pid"] for n in PROGRAMS}
+
+
+def test_web_frontend_answers_health(running):
+    import urllib.request
+
+    port = int(next(line.split("=")[1] for line in (running / "salvus.conf").read_text()
+                    .splitlines() if line.startswith("port")))
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
+        body = json.loads(response.read())
+    assert body["status"] == "ok" and body["name"] == "web0"
+
+
+def test_start_again_changes_nothing(running):
+    before = status(running)
+    result = run(running, "start")
+    assert "already running" in result.stdout
+    after = status(running)
+    assert {n: r["pid"] for n, r in before.items()} == {n: r["pid"] for n, r in after.items()}
+
+
+@pytest.mark.parametrize("name", ["worker1", "web0", "postgres"])
+def test_restart_one_program_changes_its_pid_and_registry(running, name):
+    old = status(running)
+    result = run(running, "restart", name)
+    assert name in result.stdout
+    new = status(running)
+    assert new[name]["state"] == "RUNNING"
+    assert new[name]["pid"] != old[name]["pid"]
+    others = [n for n in PROGRAMS if n != name]
+    assert {n: new[n]["pid"] for n in others} == {n: old[n]["pid"] for n in others}
+    wait_for(lambda: db.current(running, name) == ("RUNNING", new[name]["pid"]),
+             what=f"registry to show {name} with its new pid")
+    states = [state for state, _, _ in db.events(running, name)]
+    assert states[-2:] == ["STARTING", "RUNNING"]
+
+
+def test_kill_9_is_restarted_and_both_events_recorded(running):
+    old_pid = status(running)["worker0"]["pid"]
+    os.kill(old_pid, signal.SIGKILL)
+
+    def restarted():
+        row = status(running)["worker0"]
+        return row["state"] == "RUNNING" and row["pid"] != old_pid and row["pid"]
+
+    new_pid = wait_for(restarted, what="supervisord to restart worker0")
+    wait_for(lambda: db.current(running, "worker0") == ("RUNNING", new_pid),
+             what="registry to show the restarted worker0")
+    history = db.events(running, "worker0")
+    exited = [i for i, (state, pid, _) in enumerate(history)
+              if state == "EXITED" and pid == old_pid]
+    assert exited, history
+    assert ("RUNNING", new_pid, "listener") in history[exited[-1]:]
+
+
+def test_check_repairs_a_corrupted_row(running):
+    wait_for(lambda: db.current(running, "web0") and db.current(running, "web0")[0] == "RUNNING",
+             what="web0 recorded")
+    real_pid = status(running)["web0"]["pid"]
+    db.query(running, "UPDATE components SET state = 'STOPPED', pid = 1 WHERE name = 'web0'")
+    db.query(running, "INSERT INTO components (instance, name, kind, host, state, updated_at)"
+                      " SELECT instance, 'web9', 'web', host, 'RUNNING', now()"
+                      " FROM components WHERE name = 'web0'")
+    result = run(running, "check")
+    assert "repaired web0: fixed state STOPPED -> RUNNING, pid 1 -> " f"{real_pid}" in result.stdout
+    assert "repaired web9: removed row" in result.stdout
+    assert db.current(running, "web0") == ("RUNNING", real_pid)
+    assert db.current(running, "web9") is None
+    assert db.events(running, "web0")[-1] == ("RUNNING", real_pid, "check")
+    again = run(running, "check")
+    assert "nothing to repair" in again.stdout
+
+
+def test_stop_and_start_one_program(running):
+    result = run(running, "stop", "web0")
+    assert "web0" in result.stdout
+    assert status(running)["web0"]["state"] == "STOPPED"
+    assert run(running, "status", "web0", check=False).returncode == 3
+    assert run(running, "status", "postgres").returncode == 0
+    run(running, "start", "web0")
+    assert status(running)["web0"]["state"] == "RUNNING"
+
+
+def test_migrate_twice_is_a_no_op(running):
+    before = db.query(running, "SELECT version, checksum, applied_at FROM schema_migrations")
+    for _ in range(2):
+        result = run(running, "db", "migrate")
+        assert "up to date" in result.stdout
+    after = db.query(running, "SELECT version, checksum, applied_at FROM schema_migrations")
+    assert before == after and len(after) >= 1
+
+
+def test_kind_name_restarts_every_program_of_that_kind(running):
+    old = status(running)
+    run(running, "restart", "worker")
+    new = status(running)
+    assert new["worker0"]["pid"] != old["worker0"]["pid"]
+    assert new["worker1"]["pid"] != old["worker1"]["pid"]
+    assert new["web0"]["pid"] == old["web0"]["pid"]
+
+
+def test_zz_stop_leaves_no_process_behind(running):
+    supervisord_pid = int((running / "run" / "supervisord.pid").read_text())
+    ours = processes_of(running.parent)
+    assert supervisord_pid in ours
+    assert len(ours) >= len(PROGRAMS) + 1
+    run(running, "stop")
+    assert processes_of(running.parent) == {}
+    assert [pid for pid in ours if alive(pid)] == []
+    rows = {row["name"]: row["state"] for row in status(running).values()}
+    assert set(rows.values()) == {"STOPPED"}
+    run(running, "start")
+    assert all(row["state"] == "RUNNING" for row in status(running).values())

@@ -1,0 +1,126 @@
+"""Expected errors: one 'Error: ...' line naming problem and fix, right exit code."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.helpers import processes_of, run
+
+
+def assert_one_line_error(result, code: int, *words: str) -> None:
+    assert result.returncode == code, (result.stdout, result.stderr)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    for word in words:
+        assert word in errors[0], errors[0]
+
+
+def test_help_lists_the_commands(data_path):
+    result = run(data_path, "--help")
+    for command in ("init", "start", "stop", "restart", "status", "check", "db"):
+        assert f"  {command} " in result.stdout
+
+
+@pytest.mark.parametrize("command", [["start"], ["stop"], ["status"], ["check"],
+                                     ["restart", "web0"], ["db", "migrate"]])
+def test_uninitialized_folder_is_named_with_the_fix(data_path, command):
+    result = run(data_path, *command, check=False)
+    assert_one_line_error(result, 4, str(data_path), "salvusctl init")
+
+
+def test_second_init_changes_nothing_and_says_so(initialized):
+    files = {p: p.read_bytes() for p in initialized.rglob("*.conf")}
+    result = run(initialized, "init")
+    assert "nothing changed" in result.stdout
+    assert {p: p.read_bytes() for p in initialized.rglob("*.conf")} == files
+
+
+def test_init_force_rerenders_from_the_edited_config(initialized):
+    config = initialized / "salvus.conf"
+    config.write_text(config.read_text().replace("count = 1", "count = 2", 1))
+    assert not (initialized / "etc/supervisord.d/web1.conf").exists()
+    result = run(initialized, "init", "--force")
+    assert "database untouched" in result.stdout
+    assert (initialized / "etc/supervisord.d/web1.conf").exists()
+
+
+def test_every_rendered_key_is_documented(initialized):
+    rendered = [initialized / "etc/supervisord.conf",
+                *sorted((initialized / "etc/supervisord.d").glob("*.conf"))]
+    assert len(rendered) == 5
+    for path in rendered:
+        text = path.read_text()
+        assert "$" not in text, path
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            if "=" not in line or line.startswith(";"):
+                continue
+            key = line.split("=")[0].strip()
+            comments = [c for c in lines[max(0, i - 6):i] if c.startswith(";")]
+            assert any(key.split(".")[-1] in c for c in comments), f"{path.name}: {key}"
+
+
+def test_config_file_documents_every_key(initialized):
+    lines = (initialized / "salvus.conf").read_text().splitlines()
+    for i, line in enumerate(lines):
+        if " = " in line and not line.startswith("#"):
+            assert lines[i - 1].startswith("#"), f"undocumented key: {line}"
+
+
+def test_bad_config_value_is_named(initialized):
+    config = initialized / "salvus.conf"
+    config.write_text(config.read_text().replace("count = 1", "count = lots", 1))
+    result = run(initialized, "status", check=False)
+    assert_one_line_error(result, 3, "[web] count", "lots", str(config))
+
+
+def test_unknown_program_lists_the_real_ones(initialized):
+    result = run(initialized, "status", "webz", check=False)
+    assert_one_line_error(result, 11, "webz", "web0", "worker0")
+
+
+def test_port_in_use_is_named_and_nothing_left_running(initialized):
+    config = (initialized / "salvus.conf").read_text()
+    web_port = int(config.split("[web]")[1].split("port = ")[1].split()[0])
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", web_port))
+        squatter.listen()
+        result = run(initialized, "start", check=False)
+    assert_one_line_error(result, 5, f"port {web_port}", "web0", "salvus.conf")
+    assert processes_of(initialized) == {}
+
+
+def test_init_refuses_a_non_empty_foreign_folder(make_folder):
+    folder = make_folder()
+    (folder / "precious.txt").write_text("keep me")
+    result = run(folder, "init", check=False)
+    assert_one_line_error(result, 3, "not empty")
+    assert (folder / "precious.txt").read_text() == "keep me"
+
+
+def test_failed_init_leaves_nothing_behind(data_path):
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", 0))
+        port = squatter.getsockname()[1]
+        squatter.listen()
+        result = run(data_path, "init", "--base-port", str(port - 200), check=False)
+    assert_one_line_error(result, 5, f"port {port}")
+    assert not data_path.exists()
+
+
+def test_program_that_fails_to_start_is_reported_with_its_log(initialized):
+    # A web frontend with a port outside the valid range dies at once.
+    conf = initialized / "etc/supervisord.d/web0.conf"
+    conf.write_text(conf.read_text().replace("--port ", "--port 99999 --x "))
+    result = run(initialized, "start", check=False)
+    try:
+        assert_one_line_error(result, 10, "web0", "web0.log", "salvusctl start web0")
+        assert "last lines of" in result.stdout
+    finally:
+        run(initialized, "stop", check=False)
+    assert processes_of(initialized) == {}
