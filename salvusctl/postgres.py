@@ -33,13 +33,14 @@ def find_bindir() -> Path:
         part = Path(folder).parent.name
         return tuple(int(p) for p in part.split(".") if p.isdigit())
 
-    candidates = []
     if os.environ.get("SALVUS_PG_BINDIR"):
-        candidates.append(os.environ["SALVUS_PG_BINDIR"])
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True)
-    on_path = shutil.which("initdb")
-    if on_path:
-        candidates.append(str(Path(on_path).resolve().parent))
+        # An explicit choice is the only candidate: no silent fallback.
+        candidates = [os.environ["SALVUS_PG_BINDIR"]]
+    else:
+        candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True)
+        on_path = shutil.which("initdb")
+        if on_path:
+            candidates.append(str(Path(on_path).resolve().parent))
     for folder in candidates:
         if all((Path(folder) / tool).exists() for tool in ("initdb", "pg_ctl", "postgres")):
             return Path(folder)

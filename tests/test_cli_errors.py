@@ -124,3 +124,22 @@ def test_program_that_fails_to_start_is_reported_with_its_log(initialized):
     finally:
         run(initialized, "stop", check=False)
     assert processes_of(initialized) == {}
+
+
+def test_missing_postgresql_binaries_are_named_with_the_fix(make_folder, monkeypatch):
+    empty = make_folder()
+    monkeypatch.setenv("SALVUS_PG_BINDIR", str(empty))
+    data = make_folder() / "data"
+    result = run(data, "init", check=False)
+    assert_one_line_error(result, 6, "PostgreSQL server binaries", "apt-get install postgresql")
+    assert not data.exists()
+
+
+def test_restart_without_supervisord_says_to_start(initialized):
+    result = run(initialized, "restart", "worker0", check=False)
+    assert_one_line_error(result, 1, "not running", "salvusctl start")
+
+
+def test_check_without_database_says_how_to_start_it(initialized):
+    result = run(initialized, "check", check=False)
+    assert_one_line_error(result, 7, "database is not running", "salvusctl start postgres")

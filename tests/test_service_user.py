@@ -1,0 +1,47 @@
+"""As root, PostgreSQL runs as the unprivileged service user."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+from pathlib import Path
+
+import pytest
+
+from salvusctl.config import load
+from tests.helpers import free_base_port, processes_of, run
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="a service user is only used as root"),
+]
+
+
+def uid_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("Uid:")).split()[1])
+
+
+def test_cluster_moves_out_of_a_folder_closed_to_the_service_user(make_folder):
+    closed = make_folder()
+    os.chmod(closed, 0o700)
+    data = closed / "data"
+    result = run(data, "init", "--base-port", str(free_base_port()))
+    cluster = Path(load(data / "salvus.conf").get("database", "cluster"))
+    try:
+        assert f"{closed} is closed to user 'salvus'" in result.stdout
+        assert cluster.parent == Path("/var/lib/salvus/clusters")
+        salvus = pwd.getpwnam("salvus")
+        assert cluster.stat().st_uid == salvus.pw_uid
+        assert oct(cluster.stat().st_mode & 0o777) == "0o700"
+        run(data, "start")
+        rows = {r["name"]: r for r in json.loads(run(data, "status", "--json").stdout)}
+        assert uid_of(rows["postgres"]["pid"]) == salvus.pw_uid
+    finally:
+        run(data, "stop", check=False)
+        for pid in processes_of(cluster):
+            os.kill(pid, 9)
+        shutil.rmtree(cluster, ignore_errors=True)
+    assert processes_of(data) == {}
