@@ -16,7 +16,7 @@ import xmlrpc.client
 from collections.abc import Callable
 from pathlib import Path
 
-from salvusctl import accounts, migrate, postgres, programs, registry
+from salvusctl import accounts, leftovers, migrate, postgres, programs, registry
 from salvusctl import config as configfile
 from salvusctl.datadir import DataDir
 from salvusctl.errors import (
@@ -182,6 +182,10 @@ class Appliance:
         self.programs = programs.plan(self.data, self.config, None)
 
     @property
+    def instance(self) -> str:
+        return self.config.get("salvus", "instance")
+
+    @property
     def dsn(self) -> str:
         return postgres.dsn(self.data, self.config)
 
@@ -203,6 +207,7 @@ class Appliance:
         if self.supervisor.reachable():
             self.supervisor.apply_config_changes(self.say)
         else:
+            leftovers.terminate(self.instance, self.say)
             self._check_ports(chosen, running={})
             self.say("starting supervisord...")
             self.supervisor.start_daemon()
@@ -282,7 +287,8 @@ class Appliance:
 
     def stop(self, names: tuple[str, ...]) -> None:
         if not self.supervisor.reachable():
-            self.say("supervisord is not running; nothing to stop")
+            if not leftovers.terminate(self.instance, self.say):
+                self.say("supervisord is not running; nothing to stop")
             return
         chosen = programs.select(self.programs, names)
         self._stop(chosen)
@@ -339,6 +345,9 @@ class Appliance:
     def status(self, names: tuple[str, ...]) -> list[dict]:
         chosen = programs.select(self.programs, names)
         states = self.states()
+        down = "supervisord is not running"
+        if not states and leftovers.find(self.instance):
+            down += " but some of its processes are; `salvusctl start` replaces them"
         now = time.time()
         rows = []
         for program in chosen:
@@ -349,7 +358,7 @@ class Appliance:
                 "name": program.name, "kind": program.kind, "state": state,
                 "pid": info["pid"] if info and running else None,
                 "uptime": int(now - info["start"]) if info and running else None,
-                "detail": (info["description"] if info else "supervisord is not running"),
+                "detail": info["description"] if info else down,
             })
         return rows
 

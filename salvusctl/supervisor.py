@@ -7,6 +7,7 @@ nothing here parses supervisorctl's output.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import socket
 import subprocess
@@ -20,6 +21,8 @@ from supervisor.xmlrpc import Faults, SupervisorTransport
 from salvusctl.datadir import DataDir
 from salvusctl.errors import SupervisorUnreachable
 
+# Not xmlrpc.client.Fault: a Fault is supervisord's answer, for the caller.
+TRANSPORT_ERRORS = (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError)
 RUNNING_STATES = {"RUNNING"}
 FAILED_STATES = {"FATAL", "EXITED", "BACKOFF", "UNKNOWN"}
 
@@ -29,12 +32,14 @@ class Supervisor:
 
     def __init__(self, data: DataDir):
         self.data = data
-        transport = SupervisorTransport(None, None, f"unix://{data.supervisor_sock}")
-        # The host part is ignored by the unix transport.
-        self._proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        self._proxy = None
 
     @property
     def rpc(self):
+        if self._proxy is None:
+            transport = SupervisorTransport(None, None, f"unix://{self.data.supervisor_sock}")
+            # The host part is ignored by the unix transport.
+            self._proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
         return self._proxy.supervisor
 
     def reachable(self) -> bool:
@@ -42,14 +47,17 @@ class Supervisor:
             return False
         try:
             return self.rpc.getState()["statename"] == "RUNNING"
-        except (OSError, xmlrpc.client.Error):
+        except TRANSPORT_ERRORS:
+            # A failed request leaves the transport's connection unusable.
+            self._proxy = None
             return False
 
     def call(self, method: str, *args):
         """One XML-RPC call; a dead socket becomes a clear error."""
         try:
             return getattr(self.rpc, method)(*args)
-        except (OSError, xmlrpc.client.ProtocolError) as exc:
+        except TRANSPORT_ERRORS as exc:
+            self._proxy = None
             raise SupervisorUnreachable(
                 f"supervisord of {self.data.root} is not reachable ({exc}); "
                 "start it with `salvusctl start`"
@@ -113,7 +121,7 @@ class Supervisor:
     def shutdown(self, timeout: float = 60) -> None:
         """Stop supervisord itself and wait for its process to end."""
         pid = self.pid()
-        with contextlib.suppress(OSError, xmlrpc.client.Error):
+        with contextlib.suppress(*TRANSPORT_ERRORS, xmlrpc.client.Fault):
             self.rpc.shutdown()
         deadline = time.monotonic() + timeout
         while pid and _alive(pid):

@@ -151,3 +151,21 @@ def test_zz_stop_leaves_no_process_behind(running):
     assert set(rows.values()) == {"STOPPED"}
     run(running, "start")
     assert all(row["state"] == "RUNNING" for row in status(running).values())
+
+
+def test_zzz_start_recovers_after_supervisord_is_killed(running):
+    old = status(running)
+    supervisord_pid = int((running / "run" / "supervisord.pid").read_text())
+    os.kill(supervisord_pid, signal.SIGKILL)
+    wait_for(lambda: not alive(supervisord_pid), what="supervisord to die")
+    # The listener ends with its stdin; the other programs are left orphaned.
+    wait_for(lambda: not alive(old["registry"]["pid"]), what="registry to end")
+    orphans = [name for name in PROGRAMS if name != "registry"]
+    assert all(alive(old[name]["pid"]) for name in orphans)
+    result = run(running, "start")
+    assert "supervisord is gone but" in result.stdout
+    assert [name for name in PROGRAMS if alive(old[name]["pid"])] == []
+    new = status(running)
+    assert all(new[name]["state"] == "RUNNING" for name in PROGRAMS)
+    # Exactly one copy of each program: nothing of the old supervisord is left.
+    assert len([c for c in processes_of(running).values() if "supervisord" in c]) == 1
