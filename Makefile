@@ -1,5 +1,7 @@
 # The two commands of the README: `make run` and `make test`.
-PYTHON ?= python3
+# Prefer the system Python: session processes run as unprivileged uids and
+# must be able to read the interpreter's standard library.
+PYTHON ?= $(shell test -x /usr/bin/python3 && /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && echo /usr/bin/python3 || echo python3)
 VENV   ?= .venv
 DATA   ?= $(or $(SALVUS_DATA),$(CURDIR)/salvus-data)
 CTL     = $(VENV)/bin/salvusctl --data $(DATA)
@@ -27,7 +29,7 @@ system-packages:
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e '.[test,sage]'
 	@touch $@
 
 ## dist: the tarball packagers ship (dist/salvus-VERSION.tar.gz)

@@ -1,47 +1,102 @@
-"""Entry point of one worker: ``python -m sage_worker --endpoint tcp://ADDR:PORT``.
+"""Run one worker: ``python -m sage_worker --endpoint tcp://127.0.0.1:N [--engine E]``."""
 
-For now the worker only answers ``ping`` so that supervisord, salvusctl and
-the registry have a real program to run; sessions come with the worker issue.
-"""
+from __future__ import annotations
 
 import argparse
-import json
-import signal
+import os
 import sys
+import tempfile
+import time
+from pathlib import Path
 
-import zmq
+from sage_worker.engines import ENGINES, default_engine
+from sage_worker.isolation import unreadable_for_sessions
+from sage_worker.limits import Limits
+from sage_worker.server import Settings, Worker, log
+
+
+def uid_range(text: str) -> range:
+    try:
+        first, last = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("give the uid range as FIRST:LAST") from None
+    if not 1000 <= first <= last:
+        raise argparse.ArgumentTypeError("the uid range must be within 1000..2^31, FIRST<=LAST")
+    return range(first, last + 1)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="sage_worker", description=__doc__)
+    parser.add_argument("--endpoint", required=True, help="ZeroMQ endpoint to bind")
+    parser.add_argument("--engine", choices=sorted(ENGINES), default=None,
+                        help="default: sage where passagemath is installed, else python")
+    parser.add_argument("--name", default="worker")
+    parser.add_argument("--sessions-dir", type=Path, default=None,
+                        help="parent of the sessions' private working folders")
+    parser.add_argument("--uid-range", type=uid_range, default=range(200000, 200256),
+                        help="uids for sessions when running as root (FIRST:LAST)")
+    parser.add_argument("--network", choices=("private", "shared"), default="private",
+                        help="as root: give each session a private network namespace")
+    Limits.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+# What the worker keeps of its environment; SALVUS_INSTANCE marks processes of
+# one appliance (salvusctl finds leftovers by it) and is no secret.
+KEPT_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "TZ", "SALVUS_INSTANCE")
+
+
+def restart_with_clean_environment(argv: list[str]) -> None:
+    """Sessions are forked from this process, and an environment lives on in
+    the process's memory even after os.environ is cleared: so start over with
+    only what the worker needs (no DSN, keys or tokens from supervisord or the
+    admin's shell)."""
+    kept = {k: v for k, v in os.environ.items() if k in KEPT_ENVIRONMENT}
+    if kept != dict(os.environ):
+        os.execve(sys.executable, [sys.executable, "-m", "sage_worker", *argv], kept)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="sage_worker")
-    parser.add_argument("--endpoint", required=True)
-    parser.add_argument("--name", default="worker")
-    parser.add_argument("--max-sessions", type=int, default=32)
-    args = parser.parse_args(argv)
-    context = zmq.Context()
-    sock = context.socket(zmq.ROUTER)
-    sock.linger = 0
-    sock.bind(args.endpoint)
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    print(f"{args.name}: listening on {args.endpoint}", file=sys.stderr, flush=True)
-    while not stopping:
-        if not sock.poll(200):
-            continue
-        frames = sock.recv_multipart()
-        try:
-            request = json.loads(frames[-1])
-            kind = request["type"] if isinstance(request, dict) else None
-        except (ValueError, KeyError):
-            kind = None
-        if kind == "ping":
-            reply = {"type": "pong", "name": args.name, "sessions": 0,
-                     "max_sessions": args.max_sessions}
-        else:
-            reply = {"type": "error", "error": "unknown or malformed request"}
-        sock.send_multipart([*frames[:-1], json.dumps(reply).encode()])
-    sock.close()
-    context.term()
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    restart_with_clean_environment(argv)
+    try:
+        limits = Limits.from_arguments(args)
+    except ValueError as exc:
+        sys.exit(f"Error: {exc}")
+    engine = ENGINES[args.engine or default_engine()]()
+    root = os.geteuid() == 0
+    unreadable = unreadable_for_sessions() if root else []
+    if unreadable:
+        log(f"{args.name}: WARNING: session uids cannot read {', '.join(unreadable)}; "
+            "sessions run as root's uid instead (reduced isolation). Install Salvus and "
+            "its Python where other users can read them to get per-session uids.")
+    per_session_uids = root and not unreadable
+    sessions_dir = args.sessions_dir or Path(tempfile.gettempdir()) / f"salvus-{args.name}"
+    settings = Settings(args.endpoint, args.name, limits, sessions_dir,
+                        args.uid_range if per_session_uids else None,
+                        per_session_uids and args.network == "private")
+    preload = engine.preload()
+    start = time.perf_counter()
+    engine.warm()
+    warm = time.perf_counter() - start
+    worker = Worker(settings, engine)
+    try:
+        worker.bind()
+    except Exception as exc:
+        sys.exit(f"Error: cannot listen on {args.endpoint} ({exc}); pick a free port")
+    worker.sweep_leftovers()
+    if per_session_uids:
+        uids = f"per-session uids {args.uid_range.start}-{args.uid_range.stop - 1}"
+        network = "private network namespace" if settings.private_network else "shared network"
+    else:
+        uids = "shared uid (not root: isolation is reduced to rlimits and process groups)"
+        network = "shared network"
+    log(f"{args.name}: engine={engine.name} ({engine.versions()}) preload={preload:.2f}s "
+        f"warm={warm:.2f}s endpoint={args.endpoint} pid={os.getpid()}; sessions: {uids}, "
+        f"{network}, cgroups: not used (rlimits only); limits: {limits.describe()}")
+    worker.serve()
+    log(f"{args.name}: stopped")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ Say = Callable[[str], None]
 # When root and the data folder is out of the service user's reach, the
 # embedded cluster lives here instead (PostgreSQL cannot run as root).
 FALLBACK_CLUSTERS = Path("/var/lib/salvus/clusters")
+FALLBACK_SESSIONS = Path("/var/lib/salvus/sessions")
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 90.0
 
@@ -101,6 +102,8 @@ def _create(data: DataDir, raw: dict, say: Say) -> None:
         service, made = accounts.ensure_system_user(config.get("salvus", "service_user"))
         if made:
             say(f"created system user {service.name!r} to own the database cluster")
+    if service is not None:
+        config = _place_sessions(data, raw, config, say)
     if config.embedded_db:
         config = _create_cluster(data, raw, config, service, say)
     data.dsn_file.write_text(postgres.dsn(data, config) + "\n")
@@ -110,6 +113,22 @@ def _create(data: DataDir, raw: dict, say: Say) -> None:
     configfile.write(data.config_file, raw)
     written = programs.render_all(data, config, service)
     say(f"wrote {data.config_file} and {len(written)} supervisord files")
+
+
+def _place_sessions(data: DataDir, raw: dict, config: configfile.Config,
+                    say: Say) -> configfile.Config:
+    """Session uids own nothing and are in no group: their folders' parents
+    must be open to others, or they go to a place that is."""
+    stranger = accounts.Account("session", config.get("worker", "uid_base"),
+                                config.get("worker", "uid_base"))
+    blocked = accounts.unreachable_ancestor(data.sessions(config) / "x", stranger)
+    if blocked is None:
+        return config
+    raw[("worker", "sessions_dir")] = str(FALLBACK_SESSIONS / config.get("salvus", "instance"))
+    config = configfile.validate(raw, "init options")
+    say(f"{blocked} is closed to session users; their folders go to "
+        f"{data.sessions(config)} instead")
+    return config
 
 
 def _create_cluster(data: DataDir, raw: dict, config: configfile.Config,
@@ -147,9 +166,11 @@ def _create_cluster(data: DataDir, raw: dict, config: configfile.Config,
 
 def _remove_partial(data: DataDir, raw: dict, created: bool) -> None:
     """Undo a failed init so that running it again starts clean."""
-    cluster = raw.get(("database", "cluster"))
-    if cluster and Path(cluster).is_relative_to(FALLBACK_CLUSTERS):
-        shutil.rmtree(cluster, ignore_errors=True)
+    for key, fallback in ((("database", "cluster"), FALLBACK_CLUSTERS),
+                          (("worker", "sessions_dir"), FALLBACK_SESSIONS)):
+        chosen = raw.get(key)
+        if chosen and Path(chosen).is_relative_to(fallback):
+            shutil.rmtree(chosen, ignore_errors=True)
     if created:
         shutil.rmtree(data.root, ignore_errors=True)
     elif data.root.exists():

@@ -34,6 +34,16 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        text = text.strip()
+        if text not in allowed:
+            raise ValueError("must be one of " + ", ".join(allowed))
+        return text
+
+    return parse
+
+
 def _name(text: str) -> str:
     text = text.strip()
     if not text or not all(c.isalnum() or c in "-_." for c in text):
@@ -73,9 +83,40 @@ SCHEMA: tuple[Key, ...] = (
         "Number of compute workers on this host (programs worker0, ...)."),
     Key("worker", "port", lambda: "8180", PORT,
         "ZeroMQ port of worker0; worker i listens on port + i."),
+    Key("worker", "engine", lambda: "auto", _choice("auto", "sage", "python"),
+        "What sessions compute with: sage (Sage via passagemath), python (numpy,\n"
+        "sympy, matplotlib), or auto (sage where it is installed)."),
     Key("worker", "max_sessions", lambda: "32", _int_in(1, 10000),
         "Most sessions one worker runs at once; beyond it new sessions are\n"
         "refused with a clear 'busy' reply."),
+    Key("worker", "wall_time", lambda: "60", _int_in(1, 86400),
+        "Seconds one execution may run before it is interrupted (status timeout)."),
+    Key("worker", "idle_timeout", lambda: "1800", _int_in(1, 604800),
+        "Seconds a session may sit unused before it is ended."),
+    Key("worker", "cpu_seconds", lambda: "600", _int_in(1, 604800),
+        "CPU seconds one session may use in all (status limit)."),
+    Key("worker", "memory_mb", lambda: "2048", _int_in(16, 1 << 20),
+        "Memory (MB of address space) a session may add to the preloaded engine."),
+    Key("worker", "processes", lambda: "64", _int_in(1, 100000),
+        "Processes per session (enforced with per-session uids, i.e. as root)."),
+    Key("worker", "file_size_mb", lambda: "64", _int_in(1, 1 << 20),
+        "Largest file a session may write, in MB."),
+    Key("worker", "open_files", lambda: "256", _int_in(16, 1 << 20),
+        "Open files per session process."),
+    Key("worker", "output_bytes", lambda: "16777216", _int_in(1024, 1 << 34),
+        "stdout+stderr bytes per execution; beyond it the rest is dropped, with\n"
+        "one notice, and the execution is interrupted."),
+    Key("worker", "interrupt_grace", lambda: "3", _int_in(1, 600),
+        "Seconds an interrupted execution may take to stop before it is killed."),
+    Key("worker", "uid_base", lambda: "200000", _int_in(1000, 2_000_000_000),
+        "As root each session runs as its own uid: worker i uses uid_base +\n"
+        "i * max_sessions onwards. Keep the range free of real users."),
+    Key("worker", "network", lambda: "private", _choice("private", "shared"),
+        "As root: private gives each session its own empty network namespace, so\n"
+        "user code reaches nothing (not the database, not the workers)."),
+    Key("worker", "sessions_dir", lambda: "", _text,
+        "Parent folder of the sessions' private working folders.\n"
+        "Empty: <data folder>/sessions."),
     Key("database", "dsn", lambda: "", _text,
         "libpq connection string of the database. Empty: the embedded cluster\n"
         "in this data folder, which salvusctl runs as the program 'postgres'."),

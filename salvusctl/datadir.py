@@ -54,6 +54,10 @@ class DataDir:
     def pg_run(self, config: configfile.Config) -> Path:
         return self.cluster(config) / "run"
 
+    def sessions(self, config: configfile.Config) -> Path:
+        chosen = config.get("worker", "sessions_dir")
+        return Path(chosen) if chosen else self.root / "sessions"
+
     def exists(self) -> bool:
         return self.config_file.exists()
 

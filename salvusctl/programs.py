@@ -82,7 +82,7 @@ def plan(data: DataDir, config: Config, service: Account | None) -> list[Program
         port = config.get("worker", "port") + i
         found.append(Program(f"worker{i}", "worker.conf.in", {
             **common, "name": f"worker{i}", "index": str(i), "port": str(port),
-            "max_sessions": str(config.get("worker", "max_sessions")),
+            "options": _supervisor_value(shlex.join(worker_options(data, config, i))),
         }, (port,)))
     for i in range(config.get("web", "count")):
         port = config.get("web", "port") + i
@@ -91,6 +91,25 @@ def plan(data: DataDir, config: Config, service: Account | None) -> list[Program
         }, (port,)))
     _check_ports_distinct(found)
     return found
+
+
+WORKER_LIMITS = ("max_sessions", "wall_time", "idle_timeout", "cpu_seconds", "memory_mb",
+                 "processes", "file_size_mb", "open_files", "output_bytes", "interrupt_grace")
+
+
+def worker_options(data: DataDir, config: Config, index: int) -> list[str]:
+    """The worker's command-line settings, all taken from the config."""
+    options = ["--sessions-dir", str(data.sessions(config) / f"worker{index}"),
+               "--network", config.get("worker", "network")]
+    engine = config.get("worker", "engine")
+    if engine != "auto":
+        options += ["--engine", engine]
+    per_worker = config.get("worker", "max_sessions")
+    first = config.get("worker", "uid_base") + index * per_worker
+    options += ["--uid-range", f"{first}:{first + per_worker - 1}"]
+    for name in WORKER_LIMITS:
+        options += ["--" + name.replace("_", "-"), str(config.get("worker", name))]
+    return options
 
 
 def _check_ports_distinct(found: list[Program]) -> None:

@@ -1,0 +1,101 @@
+"""The data path between the worker parent and one session child.
+
+A ``socketpair`` per session (the child never touches the parent's ZeroMQ
+context, which is not fork-safe). Each message is::
+
+    | u32 json length | u32 blob length + 1 (0: no blob) | JSON | blob |
+
+The control path is separate: the parent signals the child's process group
+(SIGINT to interrupt, SIGKILL to end), so a busy child never needs to read.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from typing import Any
+
+HEADER = struct.Struct("!II")
+MAX_MESSAGE = 64 << 20
+
+
+def encode(message: dict[str, Any], blob: bytes | None = None) -> bytes:
+    body = json.dumps(message, separators=(",", ":")).encode()
+    extra = 0 if blob is None else len(blob) + 1
+    return HEADER.pack(len(body), extra) + body + (blob or b"")
+
+
+class Decoder:
+    """Incremental decoder: feed bytes, take whole messages."""
+
+    def __init__(self):
+        self.buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[dict[str, Any], bytes | None]]:
+        self.buffer += data
+        messages = []
+        while len(self.buffer) >= HEADER.size:
+            body_len, extra = HEADER.unpack_from(self.buffer)
+            blob_len = max(extra - 1, 0)
+            total = HEADER.size + body_len + blob_len
+            if body_len + blob_len > MAX_MESSAGE:
+                raise ValueError(f"channel message of {body_len + blob_len} bytes")
+            if len(self.buffer) < total:
+                break
+            body = bytes(self.buffer[HEADER.size:HEADER.size + body_len])
+            blob = bytes(self.buffer[HEADER.size + body_len:total]) if extra else None
+            del self.buffer[:total]
+            messages.append((json.loads(body), blob))
+        return messages
+
+
+def pair() -> tuple[socket.socket, socket.socket]:
+    """(parent end, child end); the parent end is non-blocking."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    parent.setblocking(False)
+    return parent, child
+
+
+class ChildEnd:
+    """The child's blocking end: send messages, receive requests."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.decoder = Decoder()
+        self.pending: list[tuple[dict[str, Any], bytes | None]] = []
+
+    def send(self, message: dict[str, Any], blob: bytes | None = None) -> None:
+        self.sock.sendall(encode(message, blob))
+
+    def receive(self) -> dict[str, Any] | None:
+        """The next request, or None when the parent has gone."""
+        while not self.pending:
+            data = self.sock.recv(65536)
+            if not data:
+                return None
+            self.pending += self.decoder.feed(data)
+        return self.pending.pop(0)[0]
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+
+def read_available(sock: socket.socket, decoder: Decoder) -> tuple[list, bool]:
+    """Parent side: read what is there without blocking; (messages, closed)."""
+    messages, closed = [], False
+    while True:
+        try:
+            data = sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            closed = True
+            break
+        if not data:
+            closed = True
+            break
+        messages += decoder.feed(data)
+    return messages, closed
+
+

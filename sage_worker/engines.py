@@ -1,0 +1,214 @@
+"""What the worker computes with: the preloaded stack, code transform, display.
+
+An engine is imported once in the worker parent (``preload``), warmed with
+work that is slow the first time and safe to fork (``warm``), and then every
+session child gets a fresh namespace from it. Nothing that breaks across fork
+(threads, Maxima/ECL interfaces, sockets) may be started here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import io
+import os
+import random
+import sys
+import time
+from typing import Any
+
+Image = tuple[str, bytes]  # (mime type, bytes)
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+class PythonEngine:
+    """Plain Python with numpy, sympy and matplotlib (Agg) preloaded."""
+
+    name = "python"
+    distributions = ("numpy", "sympy", "matplotlib")
+
+    def preload(self) -> float:
+        start = time.perf_counter()
+        os.environ["MPLBACKEND"] = "Agg"
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot
+        import numpy  # noqa: F401
+        import sympy  # noqa: F401
+
+        return time.perf_counter() - start
+
+    def warm(self) -> None:
+        """Draw and discard one figure: the first savefig loads fonts and caches."""
+        import matplotlib.pyplot as plt
+        import sympy
+
+        fig = plt.figure(figsize=(2, 2))
+        fig.gca().plot([0, 1], [0, 1])
+        fig.savefig(io.BytesIO(), format="png")
+        plt.close("all")
+        sympy.latex(sympy.Symbol("x") ** 2 / 3)
+
+    def versions(self) -> str:
+        python = sys.version.split()[0]
+        return f"python {python} " + " ".join(f"{d} {_version(d)}" for d in self.distributions)
+
+    def namespace(self) -> dict[str, Any]:
+        return {"__name__": "__main__", "__builtins__": __builtins__}
+
+    def reseed(self) -> None:
+        random.seed()
+        import numpy
+
+        numpy.random.seed(int.from_bytes(os.urandom(4), "little"))
+
+    def transform(self, code: str) -> str:
+        return code
+
+    def prepare_child(self, namespace: dict[str, Any], show) -> None:
+        """In a new session: figures are captured after each execution, so
+        pyplot's show() only has to not complain about the Agg backend."""
+        import matplotlib.pyplot as plt
+
+        plt.show = lambda *args, **kwargs: None
+
+    def display(self, value: Any) -> tuple[dict[str, str], list[Image]]:
+        """What a final expression's value shows as: representations and images."""
+        figure = _matplotlib_figure(value)
+        if figure is not None:
+            return {}, [("image/png", _png(figure))]
+        data = {"text/plain": repr(value)}
+        data.update(_rich(value))
+        return data, []
+
+    def figures(self) -> list[Image]:
+        """Figures drawn during an execution (pyplot state), then closed."""
+        if "matplotlib.pyplot" not in sys.modules:
+            return []
+        import matplotlib.pyplot as plt
+
+        images = [("image/png", _png(plt.figure(n))) for n in plt.get_fignums()]
+        plt.close("all")
+        return images
+
+
+def _matplotlib_figure(value: Any):
+    if "matplotlib.figure" not in sys.modules:
+        return None
+    from matplotlib.figure import Figure
+
+    if isinstance(value, Figure):
+        return value
+    return None
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _rich(value: Any) -> dict[str, str]:
+    data = {}
+    if "sympy" in sys.modules:
+        import sympy
+
+        if isinstance(value, sympy.Basic | sympy.MatrixBase):
+            data["text/latex"] = sympy.latex(value)
+    for method, mime in (("_repr_latex_", "text/latex"), ("_repr_html_", "text/html")):
+        if mime in data:
+            continue
+        try:
+            text = getattr(value, method)() if hasattr(value, method) else None
+        except Exception:
+            text = None
+        if isinstance(text, str):
+            data[mime] = text
+    return data
+
+
+class SageEngine(PythonEngine):
+    """Sage (passagemath): ``sage.all`` preloaded, the preparser on every execution."""
+
+    name = "sage"
+    distributions = ("passagemath-standard", "numpy", "sympy", "matplotlib")
+
+    def preload(self) -> float:
+        start = time.perf_counter()
+        os.environ["MPLBACKEND"] = "Agg"
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import sage.all  # noqa: F401
+        from sage.repl.preparse import preparse_file  # noqa: F401
+
+        return time.perf_counter() - start
+
+    def warm(self) -> None:
+        """One plot saved and a few latex forms: slow once, fork-safe. Maxima is
+        not touched (its ECL process state must not be shared across fork)."""
+        import sage.all as sa
+
+        super().warm()
+        _png(sa.plot(sa.sin, (0, 1)).matplotlib())
+        sa.latex(sa.QQ(1) / 3)
+
+    def namespace(self) -> dict[str, Any]:
+        import sage.all as sa
+
+        namespace = {k: v for k, v in vars(sa).items() if not k.startswith("__")}
+        namespace.update(__name__="__main__", __builtins__=__builtins__)
+        return namespace
+
+    def reseed(self) -> None:
+        super().reseed()
+        import sage.all as sa
+
+        sa.set_random_seed()
+
+    def prepare_child(self, namespace: dict[str, Any], show) -> None:
+        """show(x) and Graphics.show() display in the worksheet."""
+        from sage.plot.graphics import Graphics
+
+        super().prepare_child(namespace, show)
+        namespace["show"] = lambda obj, **kwargs: show(obj)
+        Graphics.show = lambda self, **kwargs: show(self)
+
+    def transform(self, code: str) -> str:
+        from sage.repl.preparse import preparse_file
+
+        return preparse_file(code)
+
+    def display(self, value: Any) -> tuple[dict[str, str], list[Image]]:
+        from sage.plot.graphics import Graphics
+
+        if isinstance(value, Graphics):
+            return {}, [("image/png", _png(value.matplotlib()))]
+        data, images = super().display(value)
+        if images:
+            return data, images
+        if hasattr(value, "_latex_"):
+            from sage.misc.latex import latex
+
+            with contextlib.suppress(Exception):
+                data["text/latex"] = str(latex(value))
+        return data, []
+
+
+ENGINES = {"python": PythonEngine, "sage": SageEngine}
+
+
+def default_engine() -> str:
+    """sage where passagemath is installed, else python."""
+    try:
+        importlib.metadata.version("passagemath-repl")
+        return "sage"
+    except importlib.metadata.PackageNotFoundError:
+        return "python"

@@ -1,0 +1,136 @@
+"""The session child: runs executions in one namespace and reports each one.
+
+Every execution sends, in order: stream text, results, images, an error if
+any, and then exactly one ``done`` with its status. The parent adds session,
+execution and sequence numbers; it also sends ``done(killed)`` itself if
+this process dies first.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import errno
+import hashlib
+import linecache
+import signal
+import sys
+import traceback
+from typing import Any
+
+from sage_worker.output import FdPump, OutputLimit, OutputStream, StreamFile, start_background
+
+# errno values that mean a resource limit stopped the code
+LIMIT_ERRNOS = {errno.EFBIG, errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM}
+
+
+class Executor:
+    def __init__(self, channel, engine, output_cap: int, flush_c_stdio):
+        self.channel = channel
+        self.engine = engine
+        self.flush_c_stdio = flush_c_stdio
+        self.stream = OutputStream(channel.send, output_cap)
+        self.pump = FdPump(self.stream)
+        self.namespace = engine.namespace()
+        self.count = 0
+        self.executing = False
+        sys.stdout = StreamFile(self.stream, "stdout", 1)
+        sys.stderr = StreamFile(self.stream, "stderr", 2)
+        sys.displayhook = self.show
+        engine.prepare_child(self.namespace, self.show)
+        signal.signal(signal.SIGINT, self._on_interrupt)
+        start_background(self.stream, self.pump)
+
+    def _on_interrupt(self, _signum, _frame) -> None:
+        # Only user code is interrupted; an idle child ignores the signal.
+        if self.executing:
+            raise KeyboardInterrupt
+
+    def serve(self) -> None:
+        while True:
+            request = self.channel.receive()
+            if request is None:
+                return
+            if request.get("op") == "execute":
+                self.execute(request["execution"], request["code"])
+
+    # -- one execution
+
+    def execute(self, execution: str, code: str) -> None:
+        self.count += 1
+        filename = f"<cell {self.count}>"
+        self.stream.begin(execution)
+        status = "ok"
+        try:
+            self.executing = True
+            self._run(code, filename)
+            for mime, data in self.engine.figures():
+                self.image(mime, data)
+        except OutputLimit:
+            status = "limit"
+        except KeyboardInterrupt:
+            status = "limit" if self.stream.exceeded else "interrupted"
+            if status == "interrupted":
+                self.stream.send({"kind": "error", "ename": "KeyboardInterrupt",
+                                  "evalue": "", "traceback": "KeyboardInterrupt\n"})
+        except BaseException as exc:  # user code may raise anything, SystemExit too
+            status = "limit" if _is_limit(exc) else "error"
+            self.report(exc, filename)
+        finally:
+            self.executing = False
+        self._finish(status)
+
+    def _run(self, code: str, filename: str) -> None:
+        source = self.engine.transform(code)
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        tree = ast.parse(source, filename)
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        exec(compile(tree, filename, "exec"), self.namespace)
+        if last is not None:
+            value = eval(compile(ast.Expression(last.value), filename, "eval"), self.namespace)
+            self.show(value)
+
+    def _finish(self, status: str) -> None:
+        """Everything still buffered, then done: even if that is interrupted."""
+        try:
+            self.flush_c_stdio()
+            self.pump.drain(from_main_thread=True)
+        except (OutputLimit, KeyboardInterrupt):
+            status = "limit" if self.stream.exceeded else status
+        self.stream.send({"kind": "done", "status": status})
+        self.stream.execution = None
+
+    # -- what an execution emits
+
+    def show(self, value: Any) -> None:
+        """Display like the interactive interpreter: None shows nothing."""
+        if value is None:
+            return
+        builtins._ = value
+        data, images = self.engine.display(value)
+        for mime, blob in images:
+            self.image(mime, blob)
+        if data:
+            self.stream.send({"kind": "result", "data": data})
+
+    def image(self, mime: str, data: bytes) -> None:
+        self.stream.send({"kind": "image", "mime": mime, "size": len(data),
+                          "sha1": hashlib.sha1(data).hexdigest()}, data)
+
+    def report(self, exc: BaseException, filename: str) -> None:
+        """A traceback that starts at the user's code, without the worker's frames."""
+        tb = exc.__traceback__
+        while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell "):
+            tb = tb.tb_next
+        if isinstance(exc, SyntaxError):
+            lines = traceback.format_exception_only(type(exc), exc)
+        else:
+            lines = traceback.format_exception(type(exc), exc, tb)
+        self.stream.send({"kind": "error", "ename": type(exc).__name__,
+                          "evalue": str(exc), "traceback": "".join(lines)})
+
+
+def _is_limit(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in LIMIT_ERRNOS

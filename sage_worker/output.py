@@ -1,0 +1,173 @@
+"""A session child's output: coalesced, ordered, capped, always flushed.
+
+``sys.stdout``/``sys.stderr`` write into ``OutputStream``; so do file
+descriptors 1 and 2 (output of C code and subprocesses), through pipes that a
+pump thread reads. Text is sent in chunks: when 64 KiB have gathered, when the
+oldest unsent byte is 50 ms old (the flusher thread), and before ``done``.
+One lock orders everything the child sends.
+"""
+
+from __future__ import annotations
+
+import _thread
+import codecs
+import io
+import os
+import select
+import threading
+import time
+
+CHUNK = 64 << 10
+MAX_DELAY = 0.05
+
+
+class OutputLimit(BaseException):
+    """Raised in user code once an execution's output passes the cap.
+    A BaseException, so ``except Exception`` in user code does not swallow it."""
+
+
+class OutputStream:
+    def __init__(self, send, cap: int):
+        self._send = send  # send(message: dict, blob: bytes | None)
+        self.cap = cap
+        self.lock = threading.RLock()
+        self.execution: str | None = None
+        self.pending: list[list[str]] = []  # [[name, text], ...]
+        self.pending_bytes = 0
+        self.oldest = 0.0
+        self.total = 0
+        self.exceeded = False
+
+    def begin(self, execution: str) -> None:
+        with self.lock:
+            self.execution = execution
+            self.total = 0
+            self.exceeded = False
+
+    def write(self, name: str, text: str, from_main_thread: bool = True) -> None:
+        if not text:
+            return
+        with self.lock:
+            if self.exceeded or self.execution is None:
+                return
+            size = len(text.encode("utf-8", "replace"))
+            if self.total + size > self.cap:
+                room = max(self.cap - self.total, 0)
+                self._append(name, text.encode("utf-8", "replace")[:room].decode("utf-8",
+                                                                                  "ignore"))
+                self.exceeded = True
+                self._flush_locked()
+                self.send({"kind": "notice", "text": f"Output limit of {self.cap} bytes "
+                           "reached: the rest of the output was dropped and the "
+                           "execution interrupted."})
+                if from_main_thread:
+                    raise OutputLimit()
+                _thread.interrupt_main()
+                return
+            self.total += size
+            self._append(name, text)
+            if self.pending_bytes >= CHUNK:
+                self._flush_locked()
+
+    def _append(self, name: str, text: str) -> None:
+        if not text:
+            return
+        if not self.pending:
+            self.oldest = time.monotonic()
+        if self.pending and self.pending[-1][0] == name:
+            self.pending[-1][1] += text
+        else:
+            self.pending.append([name, text])
+        self.pending_bytes += len(text)
+
+    def _flush_locked(self) -> None:
+        pending, self.pending, self.pending_bytes = self.pending, [], 0
+        for name, text in pending:
+            self._send({"kind": "stream", "name": name, "text": text}, None)
+
+    def flush(self) -> None:
+        with self.lock:
+            self._flush_locked()
+
+    def send(self, message: dict, blob: bytes | None = None) -> None:
+        """Anything else the execution emits: first the text before it."""
+        with self.lock:
+            self._flush_locked()
+            self._send(message, blob)
+
+    def flush_if_old(self) -> None:
+        with self.lock:
+            if self.pending and time.monotonic() - self.oldest >= MAX_DELAY:
+                self._flush_locked()
+
+
+class StreamFile(io.TextIOBase):
+    """What user code sees as sys.stdout / sys.stderr."""
+
+    def __init__(self, stream: OutputStream, name: str, fd: int):
+        self._stream = stream
+        self.name = name
+        self._fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._stream.write(self.name, text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+
+class FdPump:
+    """Reads file descriptors 1 and 2 (redirected to pipes) into the stream."""
+
+    def __init__(self, stream: OutputStream):
+        self.stream = stream
+        self.lock = threading.Lock()
+        self.readers: dict[int, tuple[str, codecs.IncrementalDecoder]] = {}
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            read_end, write_end = os.pipe()
+            os.dup2(write_end, fd)
+            os.close(write_end)
+            os.set_blocking(read_end, False)
+            self.readers[read_end] = (name, codecs.getincrementaldecoder("utf-8")("replace"))
+
+    def drain(self, from_main_thread: bool) -> None:
+        with self.lock:
+            for fd, (name, decoder) in self.readers.items():
+                while True:
+                    try:
+                        data = os.read(fd, 65536)
+                    except BlockingIOError:
+                        break
+                    if not data:
+                        break
+                    self.stream.write(name, decoder.decode(data), from_main_thread)
+
+
+def start_background(stream: OutputStream, pump: FdPump) -> None:
+    """One daemon thread: pump the pipes and flush text older than 50 ms."""
+
+    def loop():
+        fds = list(pump.readers)
+        while True:
+            readable, _, _ = select.select(fds, [], [], MAX_DELAY / 2)
+            if readable:
+                pump.drain(from_main_thread=False)
+            stream.flush_if_old()
+
+    threading.Thread(target=loop, name="salvus-output", daemon=True).start()

@@ -1,0 +1,63 @@
+"""The parent's record of one session child, with named, guarded states."""
+
+from __future__ import annotations
+
+import enum
+import socket
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sage_worker.channel import Decoder
+
+
+class State(enum.Enum):
+    IDLE = "idle"  # waiting for an execution
+    BUSY = "busy"  # running one
+    INTERRUPTING = "interrupting"  # SIGINT sent; waiting for done, then kill
+    DEAD = "dead"  # killed or exited; waiting to be reaped
+
+
+ALLOWED = {
+    State.IDLE: {State.BUSY, State.DEAD},
+    State.BUSY: {State.IDLE, State.INTERRUPTING, State.DEAD},
+    State.INTERRUPTING: {State.IDLE, State.DEAD},
+    State.DEAD: set(),
+}
+
+
+@dataclass
+class Execution:
+    owner: bytes  # ZeroMQ identity that asked for it and receives its output
+    id: str
+    code: str
+    deadline: float = 0.0  # wall-time limit (monotonic)
+    timed_out: bool = False
+    kill_at: float | None = None  # when an interrupt that did not work turns into a kill
+
+
+@dataclass
+class Session:
+    id: str
+    pid: int
+    sock: socket.socket
+    owner: bytes
+    uid: int | None
+    workdir: Path
+    last_active: float
+    seq: int = 0
+    state: State = State.IDLE
+    current: Execution | None = None
+    queue: deque = field(default_factory=deque)
+    decoder: Decoder = field(default_factory=Decoder)
+    end_reason: str | None = None  # why we killed it, if we did
+    exit_status: int | None = None  # from waitpid, once reaped
+
+    def set_state(self, new: State) -> None:
+        if new not in ALLOWED[self.state]:
+            raise RuntimeError(f"session {self.id}: {self.state.name} -> {new.name} not allowed")
+        self.state = new
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq

@@ -1,0 +1,345 @@
+"""The compute worker as a real process over real ZeroMQ: python engine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from sage_worker import protocol
+from sage_worker.server import processes_of_uid
+from tests.helpers import alive, wait_for
+from tests.worker_client import WorkerProcess
+
+ROOT = os.geteuid() == 0
+
+
+@pytest.fixture
+def worker_factory(make_folder):
+    started: list[WorkerProcess] = []
+
+    def make(*extra: str, engine: str = "python", env: dict | None = None) -> WorkerProcess:
+        worker = WorkerProcess(make_folder("salvus-worker-"), engine, *extra, env=env)
+        started.append(worker)
+        worker.wait_ready()
+        return worker
+
+    yield make
+    for worker in started:
+        worker.stop()
+        uids = range(worker.uid_base(), worker.uid_base() + 32)
+        leftovers = [pid for uid in uids for pid in processes_of_uid(uid)] if ROOT else []
+        for pid in leftovers:
+            os.kill(pid, signal.SIGKILL)
+        assert leftovers == [], "session processes outlived their worker"
+
+
+@pytest.fixture
+def worker(worker_factory):
+    return worker_factory()
+
+
+@pytest.fixture
+def client(worker):
+    return worker.client()
+
+
+@pytest.fixture
+def session(client):
+    return client.start()
+
+
+def test_namespace_persists_across_executions(client, session):
+    assert client.run(session, "x = 20").status == "ok"
+    result = client.run(session, "x * 2 + 2")
+    assert result.text == "42" and result.status == "ok"
+
+
+@pytest.mark.parametrize("code, shown", [
+    ("1 + 1", "2"), ("None", None), ("x = 3", None), ("'a'", "'a'"),
+    ("print('p')\n7", "7"), ("[1, 2][0]", "1"), ("def f():\n    return 5\nf()", "5"),
+])
+def test_display_follows_the_interactive_interpreter(client, session, code, shown):
+    result = client.run(session, code)
+    assert result.status == "ok"
+    assert result.text == shown
+
+
+def test_underscore_holds_the_last_result(client, session):
+    client.run(session, "6 * 7")
+    assert client.run(session, "_ + 0").text == "42"
+
+
+def test_sympy_result_carries_latex(client, session):
+    result = client.run(session, "import sympy\nsympy.Rational(1, 3) * sympy.Symbol('x')**2")
+    data = result.of("result")[0]["data"]
+    assert data["text/plain"] == "x**2/3"
+    assert data["text/latex"] == "\\frac{x^{2}}{3}"
+
+
+def test_a_hundred_thousand_lines_arrive_complete_ordered_then_one_done(client, session):
+    result = client.run(session, "for i in range(10**5): print(i)", timeout=120)
+    assert result.stdout == "".join(f"{i}\n" for i in range(10**5))
+    assert [m["type"] for m in result.messages].count("done") == 1
+    assert result.messages[-1]["type"] == "done" and result.status == "ok"
+    seqs = [m["seq"] for m in result.messages]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    # coalesced: far fewer messages than lines
+    assert len(result.of("stream")) < 1000
+
+
+def test_output_without_trailing_newline_and_both_streams(client, session):
+    result = client.run(session, "import sys\nprint('abc', end='')\nsys.stderr.write('err')")
+    assert result.stdout == "abc" and result.stderr == "err"
+    assert result.status == "ok"
+
+
+def test_output_of_c_code_and_subprocesses_is_captured_in_order(client, session):
+    result = client.run(session, "import os\nprint('a')\nos.write(1, b'b\\n')\n"
+                                 "os.system('echo c')\nprint('d')")
+    assert result.stdout == "a\nb\nc\nd\n"
+
+
+def test_slow_output_streams_without_waiting_for_the_end(client, session):
+    execution = client.execute(session, "import time\nprint('first')\ntime.sleep(2)\n"
+                                        "print('second')")
+    start = time.monotonic()
+    message, _ = client.receive(timeout=10)
+    assert message["type"] == "stream" and message["text"] == "first\n"
+    assert time.monotonic() - start < 1.5
+    rest = client.collect(execution)
+    assert rest[-1][0]["status"] == "ok"
+
+
+def test_error_shows_a_clean_traceback(client, session):
+    result = client.run(session, "def f(x):\n    return 1 / x\nf(0)")
+    [error] = result.of("error")
+    assert error["ename"] == "ZeroDivisionError"
+    assert "return 1 / x" in error["traceback"]
+    assert "sage_worker" not in error["traceback"]
+    assert result.status == "error"
+    syntax = client.run(session, "1 +")
+    assert syntax.status == "error" and syntax.of("error")[0]["ename"] == "SyntaxError"
+    assert "sage_worker" not in syntax.of("error")[0]["traceback"]
+
+
+def test_matplotlib_figures_become_png_images_with_their_hash(client, session):
+    result = client.run(session, "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\n"
+                                 "plt.show()")
+    [image] = result.of("image")
+    blob = result.blobs[result.messages.index(image)]
+    assert image["mime"] == "image/png" and blob.startswith(b"\x89PNG")
+    assert image["sha1"] == hashlib.sha1(blob).hexdigest() and image["size"] == len(blob)
+    assert result.stderr == ""
+    assert client.run(session, "1").of("image") == []  # figures were closed
+
+
+@pytest.mark.parametrize("code", ["while True: pass", "import time\ntime.sleep(100)"])
+def test_interrupt_stops_the_code_and_keeps_the_session(client, session, code):
+    client.run(session, "kept = 1")
+    execution = client.execute(session, code)
+    time.sleep(0.5)
+    assert client.request("interrupt", session=session)["type"] == "interrupting"
+    messages = client.collect(execution, timeout=10)
+    assert messages[-1][0]["status"] == "interrupted"
+    assert client.run(session, "kept").text == "1"
+
+
+def test_restart_gives_a_fresh_namespace(client, session):
+    client.run(session, "y = 1")
+    reply = client.request("restart", session=session)
+    assert reply["type"] == "restarted" and reply["session"] == session
+    result = client.run(session, "y")
+    assert result.status == "error" and result.of("error")[0]["ename"] == "NameError"
+
+
+def test_executions_queue_in_order(client, session):
+    ids = [client.execute(session, f"print({i})") for i in range(5)]
+    for i, execution in enumerate(ids):
+        messages = client.collect(execution)
+        assert messages[0][0]["text"] == f"{i}\n" and messages[-1][0]["status"] == "ok"
+
+
+def test_kill_9_of_the_session_child_reports_killed(client, session):
+    pid = client.run(session, "import os\nos.getpid()").text
+    execution = client.execute(session, "import time\ntime.sleep(100)")
+    time.sleep(0.3)
+    os.kill(int(pid), signal.SIGKILL)
+    messages = client.collect(execution, timeout=10)
+    assert messages[-1][0] == {**messages[-1][0], "type": "done", "status": "killed"}
+    ended, _ = client.receive(timeout=5)
+    assert ended["type"] == "session_ended" and ended["reason"] == "crashed"
+    assert client.request("execute", session=session, execution="x", code="1")["code"] \
+        == "no_such_session"
+
+
+def test_kill_9_of_the_worker_leaves_no_session_process(worker_factory):
+    worker = worker_factory()
+    client = worker.client()
+    pids = []
+    for _ in range(3):
+        session = client.start()
+        pids.append(int(client.run(session, "import os\nos.getpid()").text))
+        client.execute(session, "import time\ntime.sleep(100)")
+    assert all(alive(pid) for pid in pids)
+    os.kill(worker.proc.pid, signal.SIGKILL)
+    wait_for(lambda: not any(alive(pid) for pid in pids), timeout=10,
+             what="session processes to die with their worker")
+
+
+@pytest.mark.parametrize("request_frames, code", [
+    ([protocol.TAG, b"not json"], "malformed"),
+    ([b"wrong tag", b"{}"], "malformed"),
+    ([protocol.TAG, b"[1, 2]"], "malformed"),
+    ([protocol.TAG, json.dumps({"type": "ping"}).encode()], "bad_field"),
+    ([protocol.TAG, json.dumps({"type": "fly", "id": "1"}).encode()], "unknown_type"),
+    ([protocol.TAG, json.dumps({"type": "execute", "id": "1", "session": 5}).encode()],
+     "bad_field"),
+    ([protocol.TAG, json.dumps({"type": "end", "id": "1", "session": "nope"}).encode()],
+     "no_such_session"),
+    ([protocol.TAG, b" " * (protocol.MAX_REQUEST_BYTES + 1)], "too_large"),
+])
+def test_bad_requests_get_error_replies_and_the_worker_goes_on(client, request_frames, code):
+    client.send_raw(request_frames)
+    reply, _ = client.receive(timeout=10)
+    assert reply["type"] == "error" and reply["code"] == code, reply
+    assert reply["message"]
+    assert client.request("ping")["type"] == "pong"
+
+
+def test_busy_reply_at_the_session_cap(worker_factory):
+    client = worker_factory("--max-sessions", "2").client()
+    first = client.start()
+    client.start()
+    reply = client.request("start")
+    assert reply["type"] == "error" and reply["code"] == "busy"
+    assert "limit of 2 sessions" in reply["message"]
+    assert client.request("end", session=first)["type"] == "ended"
+    assert client.request("start")["type"] == "started"
+
+
+def test_idle_sessions_are_ended(worker_factory):
+    client = worker_factory("--idle-timeout", "1").client()
+    session = client.start()
+    client.run(session, "1")
+    ended, _ = client.receive(timeout=10)
+    assert ended == {**ended, "type": "session_ended", "session": session, "reason": "idle"}
+    assert client.request("ping")["sessions"] == 0
+
+
+def test_wall_time_interrupts_with_timeout(worker_factory):
+    client = worker_factory("--wall-time", "1").client()
+    session = client.start()
+    result = client.run(session, "while True: pass", timeout=15)
+    assert result.status == "timeout"
+    assert client.run(session, "2").text == "2"
+
+
+def test_code_that_ignores_interrupts_is_killed_after_the_grace(worker_factory):
+    client = worker_factory("--wall-time", "1", "--interrupt-grace", "1").client()
+    session = client.start()
+    result = client.run(session, "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)"
+                                 "\nwhile True: pass", timeout=15)
+    assert result.status == "timeout"
+    assert "did not stop" in result.of("notice")[0]["text"]
+    ended, _ = client.receive(timeout=5)
+    assert ended["type"] == "session_ended"
+
+
+@pytest.mark.parametrize("flags, code", [
+    (["--cpu-seconds", "1"], "while True: pass"),
+    (["--memory-mb", "200"], "x = bytearray(1500 * 2**20)"),
+    (["--file-size-mb", "1"], "open('big', 'wb').write(b'x' * 3 * 2**20)"),
+    (["--open-files", "40"], "files = [open('f%d' % i, 'w') for i in range(100)]"),
+    (["--output-bytes", "10000"], "while True: print('x' * 100)"),
+])
+def test_each_limit_ends_with_status_limit_and_the_worker_survives(worker_factory, flags,
+                                                                   code):
+    worker = worker_factory(*flags)
+    client = worker.client()
+    session = client.start()
+    result = client.run(session, code, timeout=30)
+    assert result.status == "limit", result.messages[-3:]
+    assert client.request("ping")["type"] == "pong"
+    assert client.run(client.start(), "3").text == "3"
+
+
+def test_output_cap_sends_one_notice_and_drops_the_rest(worker_factory):
+    client = worker_factory("--output-bytes", "10000").client()
+    session = client.start()
+    result = client.run(session, "for i in range(10**6): print('y' * 50)")
+    assert len(result.of("notice")) == 1 and result.status == "limit"
+    assert len(result.stdout) <= 10000
+    assert client.run(session, "print('after')").stdout == "after\n"
+
+
+def test_environment_is_scrubbed(worker_factory):
+    worker = worker_factory(env={"SALVUS_TEST_SECRET": "hunter2"})
+    client = worker.client()
+    session = client.start()
+    result = client.run(session, "import os\nsorted(os.environ)")
+    assert "SALVUS_TEST_SECRET" not in result.text
+    assert set(eval(result.text)) <= {"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL",
+                                      "MPLBACKEND"}
+    # Not even in the memory sessions are forked from: the worker restarted clean.
+    with open(f"/proc/{worker.proc.pid}/environ", "rb") as f:
+        assert b"hunter2" not in f.read()
+
+
+def test_random_generators_are_reseeded_per_session(client):
+    draws = {client.run(client.start(), "import random, numpy\n"
+                                        "(random.random(), numpy.random.rand())").text
+             for _ in range(3)}
+    assert len(draws) == 3
+
+
+@pytest.mark.skipif(not ROOT, reason="per-session uids need root")
+class TestAsRoot:
+    def test_sessions_get_their_own_uids_and_private_folders(self, client):
+        a, b = client.start(), client.start()
+        uid_a = int(client.run(a, "import os\nos.getuid()").text)
+        uid_b = int(client.run(b, "import os\nos.getuid()").text)
+        assert uid_a != uid_b and uid_a != 0 and uid_b != 0
+        path_a = client.run(a, "open('secret.txt', 'w').write('mine')\n"
+                               "os.path.abspath('secret.txt')").text.strip("'")
+        attempt = client.run(b, f"open({path_a!r}).read()")
+        assert attempt.status == "error"
+        assert attempt.of("error")[0]["ename"] == "PermissionError"
+
+    def test_private_network_namespace(self, worker, client):
+        session = client.start()
+        result = client.run(session, f"import socket\nsocket.create_connection("
+                                     f"('127.0.0.1', {worker.port}), timeout=2)")
+        assert result.status in ("error", "limit")
+        assert result.of("error")[0]["ename"] in ("OSError", "ConnectionRefusedError",
+                                                  "TimeoutError")
+
+    def test_a_fork_bomb_is_contained_and_reaped(self, worker_factory):
+        worker = worker_factory("--processes", "30")
+        client = worker.client()
+        session = client.start()
+        uid = int(client.run(session, "import os\nos.getuid()").text)
+        result = client.run(session, "import os, time\npids = []\nwhile True:\n"
+                                     "    pid = os.fork()\n    if pid == 0:\n"
+                                     "        time.sleep(100)\n        os._exit(0)\n"
+                                     "    pids.append(pid)", timeout=30)
+        assert result.status == "limit"
+        assert 0 < len(processes_of_uid(uid)) <= 30
+        assert client.request("end", session=session)["type"] == "ended"
+        assert processes_of_uid(uid) == []
+        assert client.request("ping")["sessions"] == 0
+
+    def test_ending_a_session_kills_escaped_grandchildren_and_removes_its_folder(
+            self, worker, client):
+        session = client.start()
+        uid = int(client.run(session, "import os\nos.getuid()").text)
+        workdir = client.run(session, "os.getcwd()").text.strip("'")
+        client.run(session, "import subprocess\nsubprocess.Popen(['setsid', 'sleep', '100'])")
+        assert len(processes_of_uid(uid)) >= 2
+        client.request("end", session=session)
+        assert processes_of_uid(uid) == []
+        wait_for(lambda: not os.path.exists(workdir), timeout=5, what="workdir removal")

@@ -1,0 +1,172 @@
+"""A test client for a real worker process over real ZeroMQ sockets."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import zmq
+
+from sage_worker import protocol
+
+_ids = itertools.count(1)
+
+
+class WorkerProcess:
+    """``python -m sage_worker`` on a random loopback port; always cleaned up."""
+
+    def __init__(self, folder: Path, engine: str = "python", *extra: str,
+                 env: dict | None = None):
+        self.folder = folder
+        self.sessions_dir = folder / "sessions"
+        self.log = folder / "worker.log"
+        self.port = _free_port()
+        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sage_worker", "--endpoint", self.endpoint,
+                 "--engine", engine, "--name", f"test{self.port}",
+                 "--sessions-dir", str(self.sessions_dir),
+                 "--uid-range", f"{self.uid_base()}:{self.uid_base() + 31}", *extra],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+            )
+        self.context = zmq.Context()
+        self.clients: list[Client] = []
+
+    def uid_base(self) -> int:
+        # Distinct per worker so parallel workers never share session uids.
+        return 300000 + (self.port % 1000) * 32
+
+    def client(self) -> Client:
+        client = Client(self.context, self.endpoint)
+        self.clients.append(client)
+        return client
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        client = self.client()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited: {self.log.read_text()}")
+            try:
+                client.request("ping", timeout=0.5)
+                return
+            except TimeoutError:
+                continue
+        raise AssertionError(f"worker not ready in {timeout}s: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        for client in self.clients:
+            client.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.context.term()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Client:
+    def __init__(self, context: zmq.Context, endpoint: str):
+        self.sock = context.socket(zmq.DEALER)
+        self.sock.linger = 0
+        self.sock.connect(endpoint)
+        self.backlog: list[tuple[dict, bytes | None]] = []
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+    def send_raw(self, frames: list[bytes]) -> None:
+        self.sock.send_multipart(frames)
+
+    def receive(self, timeout: float = 30) -> tuple[dict, bytes | None]:
+        if self.backlog:
+            return self.backlog.pop(0)
+        if not self.sock.poll(int(timeout * 1000)):
+            raise TimeoutError(f"no message within {timeout}s")
+        return protocol.parse_message(self.sock.recv_multipart())
+
+    def request(self, kind: str, timeout: float = 30, **fields) -> dict:
+        request_id = f"r{next(_ids)}"
+        self.sock.send_multipart(protocol.request(kind, request_id, **fields))
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no reply to {kind}")
+            if not self.sock.poll(int(remaining * 1000)):
+                raise TimeoutError(f"no reply to {kind}")
+            message, blob = protocol.parse_message(self.sock.recv_multipart())
+            if message.get("re") == request_id:
+                return message
+            self.backlog.append((message, blob))
+
+    def start(self) -> str:
+        reply = self.request("start")
+        assert reply["type"] == "started", reply
+        return reply["session"]
+
+    def execute(self, session: str, code: str) -> str:
+        execution = f"e{next(_ids)}"
+        self.sock.send_multipart(protocol.request("execute", f"r{next(_ids)}",
+                                                  session=session, execution=execution,
+                                                  code=code))
+        return execution
+
+    def collect(self, execution: str, timeout: float = 60) -> list[tuple[dict, bytes | None]]:
+        """Every message of one execution, through its done."""
+        got = []
+        deadline = time.monotonic() + timeout
+        while True:
+            message, blob = self.receive(max(deadline - time.monotonic(), 0.001))
+            if message.get("execution") == execution:
+                got.append((message, blob))
+                if message["type"] == "done":
+                    return got
+            elif message.get("type") == "error" and "execution" not in message:
+                raise AssertionError(f"error reply: {message}")
+
+    def run(self, session: str, code: str, timeout: float = 60) -> Result:
+        return Result(self.collect(self.execute(session, code), timeout))
+
+
+class Result:
+    def __init__(self, messages: list[tuple[dict, bytes | None]]):
+        self.messages = [m for m, _ in messages]
+        self.blobs = [b for _, b in messages]
+
+    def of(self, kind: str) -> list[dict]:
+        return [m for m in self.messages if m["type"] == kind]
+
+    @property
+    def status(self) -> str:
+        return self.messages[-1]["status"]
+
+    @property
+    def stdout(self) -> str:
+        return "".join(m["text"] for m in self.of("stream") if m["name"] == "stdout")
+
+    @property
+    def stderr(self) -> str:
+        return "".join(m["text"] for m in self.of("stream") if m["name"] == "stderr")
+
+    @property
+    def text(self) -> str | None:
+        results = self.of("result")
+        return results[-1]["data"]["text/plain"] if results else None
