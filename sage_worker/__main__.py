@@ -43,7 +43,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 # What the worker keeps of its environment; SALVUS_INSTANCE marks processes of
 # one appliance (salvusctl finds leftovers by it) and is no secret.
-KEPT_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "TZ", "SALVUS_INSTANCE")
+KEPT_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "SALVUS_INSTANCE")
 
 
 def restart_with_clean_environment(argv: list[str]) -> None:

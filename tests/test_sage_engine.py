@@ -1,0 +1,94 @@
+"""The worker with the Sage engine (passagemath), as a real process."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.worker_client import WorkerProcess
+
+# No skip when Sage is missing: `make test` installs the sage extra, and the
+# Sage engine must be tested wherever the suite runs.
+
+@pytest.fixture(scope="module")
+def sage():
+    folder = Path(tempfile.mkdtemp(prefix="salvus-sage-", dir="/tmp"))
+    worker = WorkerProcess(folder, "sage")
+    try:
+        worker.wait_ready()
+        client = worker.client()
+        yield client, client.start()
+    finally:
+        worker.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("code, shown", [
+    ("2^3", "8"),
+    ("1/2", "1/2"),
+    ("type(1/2)", "<class 'sage.rings.rational.Rational'>"),
+    ("2^10 + 0.5", "1024.50000000000"),
+    ("f(x) = x^2\nf(3)", "9"),
+    ("factor(2^32 + 1)", "641 * 6700417"),
+    ("pari('nextprime(10^20)')", "100000000000000000039"),
+    ("matrix(QQ, [[1, 2], [3, 4]]).det()", "-2"),
+    ("R.<t> = PolynomialRing(ZZ)\n(t + 1)^2", "t^2 + 2*t + 1"),
+    ("integrate(x^2, x)", "1/3*x^3"),
+    ("None", None),
+])
+def test_preparser_and_display_as_in_sage(sage, code, shown):
+    client, session = sage
+    result = client.run(session, code)
+    assert result.status == "ok", result.messages
+    assert result.text == shown
+
+
+def test_results_carry_latex(sage):
+    client, session = sage
+    data = client.run(session, "sqrt(2)/3").of("result")[0]["data"]
+    assert data["text/plain"] == "1/3*sqrt(2)"
+    assert data["text/latex"] == "\\frac{1}{3} \\, \\sqrt{2}"
+
+
+def test_show_of_an_expression_typesets(sage):
+    client, session = sage
+    result = client.run(session, "show(x^2/2)")
+    assert result.of("result")[0]["data"]["text/latex"] == "\\frac{1}{2} \\, x^{2}"
+
+
+@pytest.mark.parametrize("code", [
+    "plot(sin(x), (x, 0, 2*pi))",
+    "show(plot(sin(x), (x, 0, 2*pi)) + point((1, 1)))",
+    "plot(cos(x), (x, 0, 1)).show()",
+])
+def test_sage_graphics_become_images(sage, code):
+    client, session = sage
+    result = client.run(session, code)
+    assert result.status == "ok", result.messages
+    [image] = result.of("image")
+    assert image["mime"] == "image/png"
+    assert result.blobs[result.messages.index(image)].startswith(b"\x89PNG")
+    assert result.of("result") == []
+
+
+def test_errors_are_clean_and_interrupts_work(sage):
+    client, session = sage
+    result = client.run(session, "1/0")
+    assert result.status == "error"
+    assert result.of("error")[0]["ename"] == "ZeroDivisionError"
+    assert "sage_worker" not in result.of("error")[0]["traceback"]
+    execution = client.execute(session, "while True: pass")
+    time.sleep(0.5)
+    client.request("interrupt", session=session)
+    assert client.collect(execution, timeout=10)[-1][0]["status"] == "interrupted"
+    assert client.run(session, "2^2").text == "4"
+
+
+def test_sessions_get_fresh_random_seeds(sage):
+    client, _ = sage
+    draws = {client.run(client.start(), "ZZ.random_element(10^30)").text for _ in range(3)}
+    assert len(draws) == 3
