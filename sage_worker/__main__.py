@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
@@ -37,6 +38,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="uids for sessions when running as root (FIRST:LAST)")
     parser.add_argument("--network", choices=("private", "shared"), default="private",
                         help="as root: give each session a private network namespace")
+    parser.add_argument("--spares", type=int, default=2, metavar="N",
+                        help="session children kept forked and ready (0: fork on demand)")
     Limits.add_arguments(parser)
     return parser.parse_args(argv)
 
@@ -75,11 +78,16 @@ def main(argv: list[str] | None = None) -> None:
     sessions_dir = args.sessions_dir or Path(tempfile.gettempdir()) / f"salvus-{args.name}"
     settings = Settings(args.endpoint, args.name, limits, sessions_dir,
                         args.uid_range if per_session_uids else None,
-                        per_session_uids and args.network == "private")
+                        per_session_uids and args.network == "private", max(args.spares, 0))
     preload = engine.preload()
     start = time.perf_counter()
     engine.warm()
     warm = time.perf_counter() - start
+    # Move every object made so far out of the collector's reach: a child's
+    # garbage collection would otherwise touch (and so copy) all of the
+    # parent's memory after fork.
+    gc.collect()
+    gc.freeze()
     worker = Worker(settings, engine)
     try:
         worker.bind()

@@ -8,6 +8,7 @@ session child gets a fresh namespace from it. Nothing that breaks across fork
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import importlib.metadata
 import io
@@ -40,7 +41,7 @@ class PythonEngine:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot
-        import numpy  # noqa: F401
+        import numpy.random  # noqa: F401  (numpy loads it lazily: in every child)
         import sympy  # noqa: F401
 
         return time.perf_counter() - start
@@ -55,6 +56,8 @@ class PythonEngine:
         fig.savefig(io.BytesIO(), format="png")
         plt.close("all")
         sympy.latex(sympy.Symbol("x") ** 2 / 3)
+        for value in (2, 1.5, "text", [1, 2], sympy.Rational(1, 3)):
+            self.display(value)
 
     def versions(self) -> str:
         python = sys.version.split()[0]
@@ -115,18 +118,27 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def _rich(value: Any) -> dict[str, str]:
+def _defines(value: Any, method: str) -> bool:
+    """Whether the class defines ``method``: looked up in the class dicts, not by
+    getattr, whose fallbacks (Sage's category framework) cost milliseconds."""
+    return any(method in vars(klass) for klass in type(value).__mro__)
+
+
+def _rich(value: Any, methods=(("_repr_latex_", "text/latex"),
+                                ("_repr_html_", "text/html"))) -> dict[str, str]:
     data = {}
-    if "sympy" in sys.modules:
+    # Checked by module first: isinstance against sympy's classes goes through
+    # ABC caches that a fresh child may have to rebuild (milliseconds).
+    if type(value).__module__.startswith("sympy.") and "sympy" in sys.modules:
         import sympy
 
         if isinstance(value, sympy.Basic | sympy.MatrixBase):
             data["text/latex"] = sympy.latex(value)
-    for method, mime in (("_repr_latex_", "text/latex"), ("_repr_html_", "text/html")):
+    for method, mime in methods:
         if mime in data:
             continue
         try:
-            text = getattr(value, method)() if hasattr(value, method) else None
+            text = getattr(value, method)() if _defines(value, method) else None
         except Exception:
             text = None
         if isinstance(text, str):
@@ -146,9 +158,15 @@ class SageEngine(PythonEngine):
         import matplotlib
 
         matplotlib.use("Agg")
-        import sage.all  # noqa: F401
+        import numpy.random  # noqa: F401  (numpy loads it lazily: in every child)
+        import sage.all
         from sage.repl.preparse import preparse_file  # noqa: F401
 
+        # Sage's names are served as the namespace's builtins: one dict built
+        # here, shared by every child. Copying thousands of names into each
+        # session would write to every object's refcount and so copy its page.
+        self._builtins = {**vars(builtins), **{k: v for k, v in vars(sage.all).items()
+                                               if not k.startswith("__")}}
         return time.perf_counter() - start
 
     def warm(self) -> None:
@@ -159,13 +177,14 @@ class SageEngine(PythonEngine):
         super().warm()
         _png(sa.plot(sa.sin, (0, 1)).matplotlib())
         sa.latex(sa.QQ(1) / 3)
+        # The preparser compiles its patterns on first use; displaying the
+        # usual kinds of results fills caches of Sage's category framework.
+        self.transform("f(x) = x^2\n[1..3]\nR.<t> = QQ[]\n2^3 + 1/2 + 1.5")
+        for value in (sa.Integer(2), sa.QQ(1) / 3, sa.SR.var("x") ** 2, sa.RR(1.5)):
+            self.display(value)
 
     def namespace(self) -> dict[str, Any]:
-        import sage.all as sa
-
-        namespace = {k: v for k, v in vars(sa).items() if not k.startswith("__")}
-        namespace.update(__name__="__main__", __builtins__=__builtins__)
-        return namespace
+        return {"__name__": "__main__", "__builtins__": self._builtins}
 
     def reseed(self) -> None:
         super().reseed()
@@ -191,10 +210,14 @@ class SageEngine(PythonEngine):
 
         if isinstance(value, Graphics):
             return {}, [("image/png", _png(value.matplotlib()))]
-        data, images = super().display(value)
-        if images:
-            return data, images
-        if hasattr(value, "_latex_"):
+        figure = _matplotlib_figure(value)
+        if figure is not None:
+            return {}, [("image/png", _png(figure))]
+        # Sage's own latex() rather than SageObject._repr_latex_ (which wraps
+        # the same in $\displaystyle$).
+        data = {"text/plain": repr(value)}
+        data.update(_rich(value, methods=(("_repr_html_", "text/html"),)))
+        if _defines(value, "_latex_"):
             from sage.misc.latex import latex
 
             with contextlib.suppress(Exception):

@@ -34,8 +34,8 @@ class Executor:
         self.namespace = engine.namespace()
         self.count = 0
         self.executing = False
-        sys.stdout = StreamFile(self.stream, "stdout", 1)
-        sys.stderr = StreamFile(self.stream, "stderr", 2)
+        sys.stdout = StreamFile(self.stream, "stdout", 1, self.pump)
+        sys.stderr = StreamFile(self.stream, "stderr", 2, self.pump)
         sys.displayhook = self.show
         engine.prepare_child(self.namespace, self.show)
         signal.signal(signal.SIGINT, self._on_interrupt)

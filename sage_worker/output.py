@@ -19,6 +19,7 @@ import time
 
 CHUNK = 64 << 10
 MAX_DELAY = 0.05
+POLL_INTERVAL = 0.0005
 
 
 class OutputLimit(BaseException):
@@ -50,7 +51,7 @@ class OutputStream:
         with self.lock:
             if self.exceeded or self.execution is None:
                 return
-            size = len(text.encode("utf-8", "replace"))
+            size = len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
             if self.total + size > self.cap:
                 room = max(self.cap - self.total, 0)
                 self._append(name, text.encode("utf-8", "replace")[:room].decode("utf-8",
@@ -104,10 +105,11 @@ class OutputStream:
 class StreamFile(io.TextIOBase):
     """What user code sees as sys.stdout / sys.stderr."""
 
-    def __init__(self, stream: OutputStream, name: str, fd: int):
+    def __init__(self, stream: OutputStream, name: str, fd: int, pump: FdPump):
         self._stream = stream
         self.name = name
         self._fd = fd
+        self._pump = pump
 
     def writable(self) -> bool:
         return True
@@ -115,6 +117,7 @@ class StreamFile(io.TextIOBase):
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._pump.drain_if_ready()
         self._stream.write(self.name, text)
         return len(text)
 
@@ -139,12 +142,27 @@ class FdPump:
         self.stream = stream
         self.lock = threading.Lock()
         self.readers: dict[int, tuple[str, codecs.IncrementalDecoder]] = {}
+        self.poller = select.poll()
+        self.last_poll = 0.0
         for fd, name in ((1, "stdout"), (2, "stderr")):
             read_end, write_end = os.pipe()
             os.dup2(write_end, fd)
             os.close(write_end)
             os.set_blocking(read_end, False)
             self.readers[read_end] = (name, codecs.getincrementaldecoder("utf-8")("replace"))
+            self.poller.register(read_end, select.POLLIN)
+
+    def drain_if_ready(self) -> None:
+        """Before text written by Python: whatever C code or a subprocess wrote
+        to the descriptors first. One poll system call, at most every 0.5 ms,
+        so that a fast print loop does not pay one per line; a C write (or a
+        subprocess, which takes longer than that) is still ordered."""
+        now = time.monotonic()
+        if now - self.last_poll < POLL_INTERVAL:
+            return
+        self.last_poll = now
+        if self.poller.poll(0):
+            self.drain(from_main_thread=True)
 
     def drain(self, from_main_thread: bool) -> None:
         with self.lock:

@@ -19,6 +19,7 @@ import sys
 import time
 import traceback
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ class Settings:
     sessions_dir: Path
     uid_range: range | None  # per-session uids (root only)
     private_network: bool
+    spares: int = 2  # children kept forked and ready
 
 
 def log(message: str) -> None:
@@ -78,8 +80,10 @@ class Worker:
         self.engine = engine
         self.system = system or System()
         self.say = say
-        self.sessions: dict[str, Session] = {}
-        self.by_pid: dict[int, Session] = {}
+        self.sessions: dict[str, Session] = {}  # handed out, by id
+        self.spares: deque[Session] = deque()  # forked ahead, not yet handed out
+        self.by_pid: dict[int, Session] = {}  # every child not yet reaped
+        self.refill_due = True
         self.stopping = False
         self.context = zmq.Context()
         self.router = self.context.socket(zmq.ROUTER)
@@ -109,6 +113,10 @@ class Worker:
                 for session in self.sessions.values():
                     poller.register(session.sock.fileno(), zmq.POLLIN)
                 events = dict(poller.poll(self._poll_timeout_ms()))
+                if not events and self.refill_due:
+                    # Forking spares waits for a quiet moment: it would delay
+                    # requests that are already on their way.
+                    self.refill()
                 for session in list(self.sessions.values()):
                     with contextlib.suppress(KeyError):
                         poller.unregister(session.sock.fileno())
@@ -131,7 +139,7 @@ class Worker:
         self.stopping = True
 
     def shutdown(self) -> None:
-        for session in list(self.sessions.values()):
+        for session in [*self.sessions.values(), *self.spares]:
             self._kill(session, "worker_stopping")
         deadline = time.monotonic() + 5
         while self.by_pid and time.monotonic() < deadline:
@@ -201,7 +209,7 @@ class Worker:
         limits = self.settings.limits
         busy = sum(s.state is not State.IDLE for s in self.sessions.values())
         return {"name": self.settings.name, "engine": self.engine.name,
-                "sessions": len(self.sessions), "busy": busy,
+                "sessions": len(self.sessions), "busy": busy, "spares": len(self.spares),
                 "load": round(len(self.sessions) / limits.max_sessions, 3),
                 "limits": dataclasses.asdict(limits)}
 
@@ -216,7 +224,8 @@ class Worker:
     def _free_uid(self) -> int | None:
         if self.settings.uid_range is None:
             return None
-        used = {s.uid for s in self.sessions.values()}
+        used = {s.uid for s in self.sessions.values()} | {s.uid for s in self.spares} | \
+            {s.uid for s in self.by_pid.values()}
         for uid in self.settings.uid_range:
             if uid not in used:
                 return uid
@@ -224,24 +233,45 @@ class Worker:
 
     def _start(self, identity: bytes, re: str, session_id: str | None = None,
                seq: int = 0) -> Session:
+        """Hand out a spare child (forked and hardened ahead of time), or fork one."""
         limits = self.settings.limits
-        if session_id is None and len(self.sessions) >= limits.max_sessions:
+        live = sum(s.state is not State.DEAD for s in self.sessions.values())
+        if session_id is None and live >= limits.max_sessions:
             raise ProtocolError("busy", f"worker {self.settings.name} is at its limit of "
                                 f"{limits.max_sessions} sessions; use another worker", re)
-        session_id = session_id or uuid.uuid4().hex
+        session = self.spares.popleft() if self.spares else self._fork_session()
+        if session is None:
+            raise ProtocolError("busy", "no free session uid on this worker", re)
+        session.id = session_id or session.id
+        session.owner = identity
+        session.seq = seq
+        session.last_active = time.monotonic()
+        self.sessions[session.id] = session
+        self.refill_due = True
+        return session
+
+    def _fork_session(self) -> Session | None:
         uid = self._free_uid()
         if self.settings.uid_range is not None and uid is None:
-            raise ProtocolError("busy", "no free session uid on this worker", re)
+            return None
+        session_id = uuid.uuid4().hex
         workdir = self.settings.sessions_dir / session_id
         workdir.mkdir(mode=0o700)
         if uid is not None:
             os.chown(workdir, uid, uid)
         pid, sock = self._spawn(workdir, uid)
-        session = Session(session_id, pid, sock, identity, uid, workdir, time.monotonic(),
-                          seq=seq)
-        self.sessions[session_id] = session
+        session = Session(session_id, pid, sock, b"", uid, workdir, time.monotonic())
         self.by_pid[pid] = session
         return session
+
+    def refill(self) -> None:
+        """Keep ``spares`` children ready, so that a new session costs no fork."""
+        self.refill_due = False
+        while len(self.spares) < self.settings.spares:
+            spare = self._fork_session()
+            if spare is None:
+                return
+            self.spares.append(spare)
 
     def _spawn(self, workdir: Path, uid: int | None) -> tuple[int, socket.socket]:
         parent_end, child_end = channel.pair()
@@ -411,12 +441,18 @@ class Worker:
         session.queue.clear()
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
+        if session in self.spares:
+            self.spares.remove(session)
+            self.refill_due = True
+            notify = False
         self.by_pid.pop(session.pid, None)
         session.sock.close()
-        if session.uid is not None:
+        if session.uid is not None and session.end_reason is None:
+            # It died by itself: its uid's other processes may still run.
+            # (_kill already swept the uid when we ended it.)
             self._kill_uid(session.uid)
         shutil.rmtree(session.workdir, ignore_errors=True)
-        if notify:
+        if notify and session.owner:
             reason = session.end_reason or ("limit" if killed_by == signal.SIGXCPU
                                             else "crashed")
             self._send(session.owner, protocol.event("session_ended", session.id,
@@ -425,7 +461,7 @@ class Worker:
     # ------------------------------------------------------------ timers
 
     def _poll_timeout_ms(self) -> int:
-        deadlines = [1.0]
+        deadlines = [0.01 if self.refill_due else 1.0]
         now = time.monotonic()
         for session in self.sessions.values():
             execution = session.current

@@ -36,7 +36,7 @@ class Execution:
     kill_at: float | None = None  # when an interrupt that did not work turns into a kill
 
 
-@dataclass
+@dataclass(eq=False)
 class Session:
     id: str
     pid: int

@@ -89,6 +89,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("worker", "max_sessions", lambda: "32", _int_in(1, 10000),
         "Most sessions one worker runs at once; beyond it new sessions are\n"
         "refused with a clear 'busy' reply."),
+    Key("worker", "spares", lambda: "2", _int_in(0, 64),
+        "Session processes each worker keeps forked and ready, so that a new\n"
+        "session costs no fork (each idle one holds about 10 MB)."),
     Key("worker", "wall_time", lambda: "60", _int_in(1, 86400),
         "Seconds one execution may run before it is interrupted (status timeout)."),
     Key("worker", "idle_timeout", lambda: "1800", _int_in(1, 604800),
@@ -110,7 +113,7 @@ SCHEMA: tuple[Key, ...] = (
         "Seconds an interrupted execution may take to stop before it is killed."),
     Key("worker", "uid_base", lambda: "200000", _int_in(1000, 2_000_000_000),
         "As root each session runs as its own uid: worker i uses uid_base +\n"
-        "i * max_sessions onwards. Keep the range free of real users."),
+        "i * (max_sessions + spares) onwards. Keep the range free of real users."),
     Key("worker", "network", lambda: "private", _choice("private", "shared"),
         "As root: private gives each session its own empty network namespace, so\n"
         "user code reaches nothing (not the database, not the workers)."),

@@ -104,9 +104,11 @@ def worker_options(data: DataDir, config: Config, index: int) -> list[str]:
     engine = config.get("worker", "engine")
     if engine != "auto":
         options += ["--engine", engine]
-    per_worker = config.get("worker", "max_sessions")
+    # Each worker needs a uid for every session and every spare.
+    per_worker = config.get("worker", "max_sessions") + config.get("worker", "spares")
     first = config.get("worker", "uid_base") + index * per_worker
-    options += ["--uid-range", f"{first}:{first + per_worker - 1}"]
+    options += ["--uid-range", f"{first}:{first + per_worker - 1}",
+                "--spares", str(config.get("worker", "spares"))]
     for name in WORKER_LIMITS:
         options += ["--" + name.replace("_", "-"), str(config.get("worker", name))]
     return options

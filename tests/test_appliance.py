@@ -169,3 +169,27 @@ def test_zzz_start_recovers_after_supervisord_is_killed(running):
     assert all(new[name]["state"] == "RUNNING" for name in PROGRAMS)
     # Exactly one copy of each program: nothing of the old supervisord is left.
     assert len([c for c in processes_of(running).values() if "supervisord" in c]) == 1
+
+
+def test_workers_run_with_the_configured_engine_and_limits(running):
+    import zmq
+
+    from sage_worker import protocol
+    from salvusctl.config import load
+
+    config = load(running / "salvus.conf")
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    try:
+        sock.connect(f"tcp://127.0.0.1:{config.get('worker', 'port') + 1}")
+        sock.send_multipart(protocol.request("ping", "p1"))
+        assert sock.poll(30000), "worker1 did not answer"
+        pong, _ = protocol.parse_message(sock.recv_multipart())
+    finally:
+        sock.close()
+        context.term()
+    assert pong["name"] == "worker1" and pong["engine"] == "sage"
+    for key in ("max_sessions", "wall_time", "idle_timeout", "cpu_seconds", "memory_mb",
+                "output_bytes"):
+        assert pong["limits"][key] == config.get("worker", key), key

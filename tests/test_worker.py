@@ -13,7 +13,7 @@ import pytest
 from sage_worker import protocol
 from sage_worker.server import processes_of_uid
 from tests.helpers import alive, wait_for
-from tests.worker_client import WorkerProcess
+from tests.worker_client import UIDS, WorkerProcess
 
 ROOT = os.geteuid() == 0
 
@@ -31,7 +31,7 @@ def worker_factory(make_folder):
     yield make
     for worker in started:
         worker.stop()
-        uids = range(worker.uid_base(), worker.uid_base() + 32)
+        uids = range(worker.uid_base(), worker.uid_base() + UIDS)
         leftovers = [pid for uid in uids for pid in processes_of_uid(uid)] if ROOT else []
         for pid in leftovers:
             os.kill(pid, signal.SIGKILL)

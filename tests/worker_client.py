@@ -15,6 +15,7 @@ import zmq
 from sage_worker import protocol
 
 _ids = itertools.count(1)
+UIDS = 64  # session uids per test worker
 
 
 class WorkerProcess:
@@ -23,6 +24,7 @@ class WorkerProcess:
     def __init__(self, folder: Path, engine: str = "python", *extra: str,
                  env: dict | None = None):
         self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
         self.sessions_dir = folder / "sessions"
         self.log = folder / "worker.log"
         self.port = _free_port()
@@ -32,7 +34,7 @@ class WorkerProcess:
                 [sys.executable, "-m", "sage_worker", "--endpoint", self.endpoint,
                  "--engine", engine, "--name", f"test{self.port}",
                  "--sessions-dir", str(self.sessions_dir),
-                 "--uid-range", f"{self.uid_base()}:{self.uid_base() + 31}", *extra],
+                 "--uid-range", f"{self.uid_base()}:{self.uid_base() + UIDS - 1}", *extra],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, **(env or {})},
             )
@@ -41,7 +43,7 @@ class WorkerProcess:
 
     def uid_base(self) -> int:
         # Distinct per worker so parallel workers never share session uids.
-        return 300000 + (self.port % 1000) * 32
+        return 300000 + (self.port % 1000) * UIDS
 
     def client(self) -> Client:
         client = Client(self.context, self.endpoint)
