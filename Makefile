@@ -6,7 +6,7 @@ VENV   ?= .venv
 DATA   ?= $(or $(SALVUS_DATA),$(CURDIR)/salvus-data)
 CTL     = $(VENV)/bin/salvusctl --data $(DATA)
 
-.PHONY: run stop test lint install system-packages dist clean
+.PHONY: run stop test bench lint install system-packages dist clean
 
 ## run: install everything, initialize the data folder if needed, start, print the URL
 run: install
@@ -31,6 +31,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test,sage]'
 	@touch $@
+
+## bench: the benchmarks, side by side with Jupyter (prints ratios, writes bench/results/)
+bench: install
+	$(VENV)/bin/pip install -q -e '.[test,sage,bench]'
+	$(VENV)/bin/python bench/worker_bench.py
 
 ## dist: the tarball packagers ship (dist/salvus-VERSION.tar.gz)
 dist: install

@@ -53,9 +53,12 @@ class Settings:
 
 
 def log(message: str) -> None:
+    """One line with its UTC time. A log sink that is gone costs the line, never
+    the worker."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-    sys.stderr.write(f"{stamp}Z {message}\n")
-    sys.stderr.flush()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"{stamp}Z {message}\n")
+        sys.stderr.flush()
 
 
 def processes_of_uid(uid: int) -> list[int]:

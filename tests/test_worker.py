@@ -343,3 +343,40 @@ class TestAsRoot:
         client.request("end", session=session)
         assert processes_of_uid(uid) == []
         wait_for(lambda: not os.path.exists(workdir), timeout=5, what="workdir removal")
+
+
+def test_an_interrupt_that_is_ignored_ends_in_killed(worker_factory):
+    client = worker_factory("--interrupt-grace", "1").client()
+    session = client.start()
+    execution = client.execute(session, "import signal\nsignal.signal(signal.SIGINT, "
+                                        "signal.SIG_IGN)\nwhile True: pass")
+    time.sleep(0.5)
+    client.request("interrupt", session=session)
+    messages = client.collect(execution, timeout=15)
+    assert messages[-1][0]["status"] == "killed"
+
+
+def zombies_of(pid: int) -> list[int]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def test_children_are_reaped_promptly(worker):
+    client = worker.client()
+    for _ in range(5):
+        session = client.start()
+        client.run(session, "1")
+        client.request("end", session=session)
+    crashing = client.start()
+    client.run(crashing, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    wait_for(lambda: zombies_of(worker.proc.pid) == [], timeout=5,
+             what="the worker to reap its children")
+    assert client.request("ping")["sessions"] == 0
