@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from sage_worker.engines import ENGINES, default_engine
-from sage_worker.isolation import unreadable_for_sessions
+from sage_worker.isolation import cgroup_v2_controllers, unreadable_for_sessions
 from sage_worker.limits import Limits
 from sage_worker.server import Settings, Worker, log
 
@@ -98,11 +98,16 @@ def main(argv: list[str] | None = None) -> None:
         uids = f"per-session uids {args.uid_range.start}-{args.uid_range.stop - 1}"
         network = "private network namespace" if settings.private_network else "shared network"
     else:
-        uids = "shared uid (not root: isolation is reduced to rlimits and process groups)"
+        uids = ("shared uid (isolation is reduced to rlimits and process groups: "
+                + ("the install is not readable by other users)" if root else "not root)"))
         network = "shared network"
+    offered = {"memory", "pids"} & cgroup_v2_controllers()
+    cgroups = ("resource limits by rlimits; cgroup v2 " + (
+        f"offers {'/'.join(sorted(offered))} here but is not used yet" if offered
+        else "memory/pids are not offered by this host"))
     log(f"{args.name}: engine={engine.name} ({engine.versions()}) preload={preload:.2f}s "
         f"warm={warm:.2f}s endpoint={args.endpoint} pid={os.getpid()}; sessions: {uids}, "
-        f"{network}, cgroups: not used (rlimits only); limits: {limits.describe()}")
+        f"{network}, {cgroups}; limits: {limits.describe()}")
     worker.serve()
     log(f"{args.name}: stopped")
 

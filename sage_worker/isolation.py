@@ -10,6 +10,7 @@ count every process of the shared user.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -35,6 +36,14 @@ class Isolation:
 
 class ParentGone(Exception):
     pass
+
+
+def cgroup_v2_controllers() -> set[str]:
+    """Controllers the host's cgroup v2 hierarchy offers (empty: none, or v1 only)."""
+    for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        with contextlib.suppress(OSError):
+            return set(Path(root, "cgroup.controllers").read_text().split())
+    return set()
 
 
 def unreadable_for_sessions() -> list[str]:

@@ -150,6 +150,8 @@ class Worker:
             time.sleep(0.01)
         self.router.close(linger=0)
         self.context.term()
+        with contextlib.suppress(OSError):
+            self.settings.sessions_dir.rmdir()  # only if every session folder is gone
 
     def sweep_leftovers(self) -> None:
         """After a crash of a previous worker: no process of our uids, no old dirs."""
