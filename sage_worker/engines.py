@@ -72,8 +72,10 @@ class PythonEngine:
 
         numpy.random.seed(int.from_bytes(os.urandom(4), "little"))
 
-    def transform(self, code: str) -> str:
-        return code
+    def transform(self, code: str) -> tuple[str, str]:
+        """(setup, source): setup runs first; source's lines are the user's lines,
+        so tracebacks can show what the user wrote."""
+        return "", code
 
     def prepare_child(self, namespace: dict[str, Any], show) -> None:
         """In a new session: figures are captured after each execution, so
@@ -200,10 +202,16 @@ class SageEngine(PythonEngine):
         namespace["show"] = lambda obj, **kwargs: show(obj)
         Graphics.show = lambda self, **kwargs: show(self)
 
-    def transform(self, code: str) -> str:
+    def transform(self, code: str) -> tuple[str, str]:
         from sage.repl.preparse import preparse_file
 
-        return preparse_file(code)
+        source = preparse_file(code)
+        # The preparser puts the constants it lifted out (_sage_const_2 = ...)
+        # on a first line of its own; the other lines match the user's.
+        first, _, rest = source.partition("\n")
+        if first.startswith("_sage_const_") and rest.count("\n") == code.count("\n"):
+            return first, rest
+        return "", source
 
     def display(self, value: Any) -> tuple[dict[str, str], list[Image]]:
         from sage.plot.graphics import Graphics

@@ -81,8 +81,11 @@ class Executor:
         self._finish(status)
 
     def _run(self, code: str, filename: str) -> None:
-        source = self.engine.transform(code)
-        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        setup, source = self.engine.transform(code)
+        shown = code if setup or source == code else source
+        linecache.cache[filename] = (len(shown), None, shown.splitlines(True), filename)
+        if setup:
+            exec(compile(setup, filename + " setup", "exec"), self.namespace)
         tree = ast.parse(source, filename)
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
         exec(compile(tree, filename, "exec"), self.namespace)

@@ -213,7 +213,7 @@ class Worker:
     def status(self) -> dict:
         limits = self.settings.limits
         busy = sum(s.state is not State.IDLE for s in self.sessions.values())
-        return {"name": self.settings.name, "engine": self.engine.name,
+        return {"name": self.settings.name, "engine": self.engine.name, "pid": os.getpid(),
                 "sessions": len(self.sessions), "busy": busy, "spares": len(self.spares),
                 "load": round(len(self.sessions) / limits.max_sessions, 3),
                 "limits": dataclasses.asdict(limits)}

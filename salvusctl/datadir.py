@@ -43,6 +43,7 @@ class DataDir:
     pgpass = property(lambda self: self.secrets / "pgpass")
     dsn_file = property(lambda self: self.secrets / "dsn")
     web_secret = property(lambda self: self.secrets / "web_secret_key")
+    workers_file = property(lambda self: self.etc / "workers.json")
 
     def cluster(self, config: configfile.Config) -> Path:
         chosen = config.get("database", "cluster")

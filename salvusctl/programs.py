@@ -9,6 +9,7 @@ stands for all programs of that kind on the command line.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import sys
@@ -88,6 +89,11 @@ def plan(data: DataDir, config: Config, service: Account | None) -> list[Program
         port = config.get("web", "port") + i
         found.append(Program(f"web{i}", "web.conf.in", {
             **common, "name": f"web{i}", "index": str(i), "port": str(port),
+            "workers_file": str(data.workers_file),
+            "options": shlex.join([
+                "--sessions-per-browser", str(config.get("web", "sessions_per_browser")),
+                "--sessions-per-ip", str(config.get("web", "sessions_per_ip")),
+                "--session-linger", str(config.get("web", "session_linger"))]),
         }, (port,)))
     _check_ports_distinct(found)
     return found
@@ -163,6 +169,12 @@ def render_all(data: DataDir, config: Config, service: Account | None) -> list[P
         "pidfile": str(data.supervisor_pid), "logs": str(data.logs),
         "programs": str(data.programs_dir), "instance": config.get("salvus", "instance"),
     }))
+    # The frontends watch this file: workers added or removed take effect
+    # without restarting them.
+    workers = [{"name": p.name, "endpoint": f"tcp://{config.get('salvus', 'bind')}:{p.ports[0]}"}
+               for p in found if p.kind == "worker"]
+    data.workers_file.write_text(json.dumps(workers, indent=2) + "\n")
+    written.append(data.workers_file)
     wanted = set()
     for program in found:
         path = data.programs_dir / f"{program.name}.conf"

@@ -81,6 +81,9 @@ def test_errors_are_clean_and_interrupts_work(sage):
     assert result.status == "error"
     assert result.of("error")[0]["ename"] == "ZeroDivisionError"
     assert "sage_worker" not in result.of("error")[0]["traceback"]
+    # The traceback quotes what the user wrote, not the preparsed code.
+    assert "    1/0\n" in result.of("error")[0]["traceback"]
+    assert "_sage_const_" not in result.of("error")[0]["traceback"]
     execution = client.execute(session, "while True: pass")
     time.sleep(0.5)
     client.request("interrupt", session=session)

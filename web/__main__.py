@@ -1,4 +1,4 @@
-"""Entry point of one frontend: ``python -m web --bind ADDR --port N``."""
+"""Entry point of one frontend: ``python -m web --port N --workers-file F --dsn-file F``."""
 
 from gevent import monkey
 
@@ -6,12 +6,14 @@ monkey.patch_all()  # first, before anything imports socket or threading
 
 import argparse  # noqa: E402
 import signal  # noqa: E402
-import sys  # noqa: E402
+import socket  # noqa: E402
 
 import gevent  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
 
-from web import create_app  # noqa: E402
+from web import create_app, log  # noqa: E402
+from web.db import make_cooperative  # noqa: E402
+from web.sessions import Quotas  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,11 +22,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", default="web")
     parser.add_argument("--dsn-file")
+    parser.add_argument("--workers-file")
+    parser.add_argument("--sessions-per-browser", type=int, default=Quotas.per_browser)
+    parser.add_argument("--sessions-per-ip", type=int, default=Quotas.per_ip)
+    parser.add_argument("--session-linger", type=float, default=Quotas.linger)
     args = parser.parse_args(argv)
-    app = create_app({"NAME": args.name, "DSN_FILE": args.dsn_file})
-    server = WSGIServer((args.bind, args.port), app, log=None)
+    make_cooperative()
+    quotas = Quotas(args.sessions_per_browser, args.sessions_per_ip, args.session_linger)
+    app = create_app({"NAME": args.name, "DSN_FILE": args.dsn_file,
+                      "WORKERS_FILE": args.workers_file, "QUOTAS": quotas})
+    listener = socket.socket(socket.AF_INET6 if ":" in args.bind else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted sockets inherit it: no Nagle delay on small websocket frames.
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    listener.bind((args.bind, args.port))
+    listener.listen(1024)
+    server = WSGIServer(listener, app, log=None)
     gevent.signal_handler(signal.SIGTERM, server.stop)
-    print(f"{args.name}: serving http://{args.bind}:{args.port}/", file=sys.stderr, flush=True)
+    log(f"{args.name}: serving http://{args.bind}:{args.port}/")
     server.serve_forever()
 
 

@@ -1,0 +1,260 @@
+// Salvus worksheet: cells, a websocket that resumes by sequence number, output rendering.
+"use strict";
+
+const FOLD_AT = 200000;          // characters of one stream block shown before folding
+const SESSION_KEY = "salvus.session";
+
+const state = {
+  ws: null, session: sessionStorage.getItem(SESSION_KEY), lastSeq: 0,
+  backoff: 250, cells: new Map(), order: [], attachedOnce: false, pingTimer: null,
+};
+
+const $ = (sel) => document.querySelector(sel);
+const statusLine = $("#status");
+
+function setStatus(kind, text) {
+  statusLine.className = "status " + kind;
+  statusLine.textContent = text;
+}
+
+// ------------------------------------------------------------------ cells
+
+function newId() { return "c" + Math.random().toString(36).slice(2, 10); }
+
+function addCell(afterId, code = "", id = newId()) {
+  const el = document.createElement("section");
+  el.className = "cell";
+  el.dataset.cell = id;
+  el.innerHTML = '<span class="badge"></span><div class="editor"></div><div class="output"></div>';
+  const list = $("#cells");
+  const after = afterId && state.cells.get(afterId);
+  if (after && after.el.nextSibling) list.insertBefore(el, after.el.nextSibling);
+  else list.appendChild(el);
+  const editor = CodeMirror(el.querySelector(".editor"), {
+    value: code, mode: "python", lineNumbers: false, matchBrackets: true,
+    indentUnit: 4, viewportMargin: Infinity,
+    extraKeys: {
+      "Shift-Enter": () => { run(id); focusNext(id); },
+      "Ctrl-Enter": () => run(id),
+      "Alt-Enter": () => { state.cells.get(addCell(id)).editor.focus(); },
+      "Tab": (cm) => cm.somethingSelected() ? cm.indentSelection("add")
+                                            : cm.replaceSelection("    "),
+    },
+  });
+  editor.on("focus", () => {
+    document.querySelectorAll(".cell.focused").forEach((c) => c.classList.remove("focused"));
+    el.classList.add("focused");
+  });
+  const cell = { id, el, editor, out: el.querySelector(".output"), badge: el.querySelector(".badge"),
+                 execution: null, lastStream: null };
+  state.cells.set(id, cell);
+  const index = afterId ? state.order.indexOf(afterId) + 1 : state.order.length;
+  state.order.splice(index, 0, id);
+  return id;
+}
+
+function focusNext(id) {
+  const index = state.order.indexOf(id);
+  const nextId = state.order[index + 1] || addCell(id);
+  const next = state.cells.get(nextId);
+  next.editor.focus();
+  next.el.scrollIntoView({ block: "nearest" });
+}
+
+function setCellState(cell, kind, label) {
+  cell.el.classList.remove("running", "queued", "done-ok", "done-error", "done-killed",
+                           "done-timeout", "done-limit", "done-interrupted");
+  if (kind) cell.el.classList.add(kind);
+  cell.badge.textContent = label || "";
+}
+
+function run(id) {
+  const cell = state.cells.get(id);
+  const code = cell.editor.getValue();
+  cell.out.innerHTML = "";
+  cell.lastStream = null;
+  cell.execution = null;
+  setCellState(cell, "queued", "queued");
+  send({ type: "execute", cell: id, code });
+}
+
+// ------------------------------------------------------------------ output
+
+function appendStream(cell, name, text) {
+  let block = cell.lastStream;
+  if (!block || block.name !== name) {
+    const pre = document.createElement("pre");
+    pre.className = name;
+    cell.out.appendChild(pre);
+    block = cell.lastStream = { name, pre, text: "", folded: false };
+  }
+  block.text += text;
+  if (block.text.length > FOLD_AT && !block.showAll) {
+    if (!block.fold) {
+      block.fold = document.createElement("div");
+      block.fold.className = "fold";
+      block.fold.onclick = () => { block.showAll = true; block.fold.remove();
+                                   block.pre.textContent = block.text; };
+      cell.out.insertBefore(block.fold, block.pre);
+    }
+    const hidden = block.text.length - FOLD_AT;
+    block.fold.textContent = `… ${hidden.toLocaleString()} earlier characters folded: show all`;
+    block.pre.textContent = block.text.slice(hidden);
+  } else {
+    block.pre.textContent = block.text;
+  }
+  cell.out.scrollTop = cell.out.scrollHeight;
+}
+
+function appendResult(cell, data) {
+  const div = document.createElement("div");
+  div.className = "result";
+  const latex = data["text/latex"];
+  if (latex && window.katex) {
+    try {
+      const tex = latex.replace(/^\$+|\$+$/g, "");
+      katex.render(tex, div, { displayMode: true, throwOnError: true });
+      div.classList.add("latex");
+      div.title = data["text/plain"] || "";
+    } catch (e) { div.innerHTML = ""; }
+  }
+  if (!div.childNodes.length) {
+    const pre = document.createElement("pre");
+    pre.textContent = data["text/plain"] || "";
+    div.appendChild(pre);
+  }
+  cell.out.appendChild(div);
+}
+
+function apply(message) {
+  if (message.seq !== undefined) {
+    if (message.seq <= state.lastSeq) return;   // already shown (replay overlap)
+    state.lastSeq = message.seq;
+  }
+  if (message.type === "session_status") {
+    if (message.state === "lost") setStatus("lost", "session died — next run restarts it");
+    else if (message.state === "restarted") setStatus("connected", "session restarted");
+    return;
+  }
+  const cell = message.cell && state.cells.get(message.cell);
+  if (!cell) return;
+  if (message.execution && cell.execution && message.execution !== cell.execution
+      && message.type !== "queued") {
+    return;   // output of an older run of this cell
+  }
+  switch (message.type) {
+    case "queued":
+      cell.execution = message.execution;
+      setCellState(cell, "queued", "queued");
+      break;
+    case "stream":
+      setCellState(cell, "running", "running");
+      appendStream(cell, message.name, message.text);
+      break;
+    case "result":
+      cell.lastStream = null;
+      appendResult(cell, message.data);
+      break;
+    case "image": {
+      cell.lastStream = null;
+      const img = document.createElement("img");
+      img.src = message.url;
+      img.alt = "figure";
+      cell.out.appendChild(img);
+      break;
+    }
+    case "error": {
+      cell.lastStream = null;
+      const pre = document.createElement("pre");
+      pre.className = "error";
+      pre.textContent = message.traceback;
+      cell.out.appendChild(pre);
+      break;
+    }
+    case "notice": {
+      cell.lastStream = null;
+      const div = document.createElement("div");
+      div.className = "notice";
+      div.textContent = message.text;
+      cell.out.appendChild(div);
+      break;
+    }
+    case "done":
+      setCellState(cell, "done-" + message.status, message.status === "ok" ? "" : message.status);
+      cell.el.dataset.status = message.status;
+      break;
+  }
+}
+
+// ------------------------------------------------------------------ connection
+
+function send(message) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+    state.ws.send(JSON.stringify(message));
+  } else {
+    setStatus("reconnecting", "not connected — will send when reconnected");
+    state.queue = (state.queue || []).concat([message]);
+  }
+}
+
+function connect() {
+  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+  const ws = new WebSocket(url);
+  state.ws = ws;
+  ws.onopen = () => {
+    state.backoff = 250;
+    ws.send(JSON.stringify({ type: "open", session: state.session || undefined,
+                             last_seq: state.lastSeq }));
+  };
+  ws.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    if (message.type === "attached") return attached(message);
+    if (message.type === "protocol_error") {
+      setStatus(message.code === "quota" ? "lost" : "connected", message.message);
+      return;
+    }
+    if (message.type === "pong") return;
+    apply(message);
+  };
+  ws.onclose = () => {
+    if (state.ws !== ws) return;
+    setStatus("reconnecting", "reconnecting…");
+    setTimeout(connect, state.backoff);
+    state.backoff = Math.min(state.backoff * 2, 8000);
+  };
+}
+
+function attached(message) {
+  const fresh = message.session !== state.session;
+  if (fresh && state.session && state.attachedOnce) {
+    setStatus("lost", "the server lost the session — a new one was started");
+    state.lastSeq = 0;
+  } else {
+    setStatus("connected", "connected");
+  }
+  state.session = message.session;
+  sessionStorage.setItem(SESSION_KEY, message.session);
+  if (!state.attachedOnce) {
+    // A fresh page: rebuild the cells the session knows, then the replay fills them.
+    for (const saved of message.cells) {
+      if (!state.cells.has(saved.cell)) {
+        addCell(null, saved.code, saved.cell);
+        const cell = state.cells.get(saved.cell);
+        cell.execution = saved.execution;
+        if (saved.state !== "done") setCellState(cell, "running", "running");
+      }
+    }
+    if (!state.order.length) addCell(null);
+    state.cells.get(state.order[state.order.length - 1]).editor.focus();
+  }
+  state.attachedOnce = true;
+  for (const queued of state.queue || []) state.ws.send(JSON.stringify(queued));
+  state.queue = [];
+}
+
+$("#interrupt").onclick = () => send({ type: "interrupt" });
+$("#restart").onclick = () => send({ type: "restart" });
+setInterval(() => {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) send({ type: "ping" });
+}, 20000);
+connect();

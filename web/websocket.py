@@ -1,0 +1,54 @@
+"""One browser's websocket: parse, dispatch, keep the connection up on errors."""
+
+from __future__ import annotations
+
+from simple_websocket import ConnectionClosed
+
+from web import wire
+from web.sessions import Connection, Session, SessionManager
+
+RECEIVE_TIMEOUT = 30  # seconds; protocol pings (ping_interval) notice dead peers
+
+
+def serve_browser(ws, manager: SessionManager, browser: str, ip: str) -> None:
+    connection = Connection(ws)
+    session: Session | None = None
+    try:
+        while True:
+            frame = ws.receive(timeout=RECEIVE_TIMEOUT)
+            if frame is None:
+                continue
+            try:
+                message = wire.parse(frame)
+                session = _dispatch(message, connection, session, manager, browser, ip)
+            except wire.WireError as err:
+                connection.send_text(wire.error(err))
+    except ConnectionClosed:
+        pass
+    finally:
+        if session is not None:
+            session.detach(connection)
+        connection.close()
+
+
+def _dispatch(message: dict, connection: Connection, session: Session | None,
+              manager: SessionManager, browser: str, ip: str) -> Session | None:
+    kind = message["type"]
+    if kind == "ping":
+        connection.send({"type": "pong"})
+        return session
+    if kind == "open":
+        chosen = manager.open(message.get("session"), browser, ip)
+        if session is not None and session is not chosen:
+            session.detach(connection)
+        chosen.attach(connection, message.get("last_seq", 0))
+        return chosen
+    if session is None:
+        raise wire.WireError("no_session", f"send 'open' before '{kind}'")
+    if kind == "execute":
+        session.execute(message["cell"], message["code"])
+    elif kind == "interrupt":
+        session.interrupt()
+    elif kind == "restart":
+        session.restart()
+    return session

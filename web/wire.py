@@ -1,0 +1,75 @@
+"""The browser protocol: JSON text frames over the websocket (docs/protocol.md).
+
+This module alone parses and validates what a browser sends and builds what
+the frontend sends back; ``WireError`` becomes an ``error`` message to that
+browser while its connection stays up.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_FRAME = 1 << 20  # bytes of one browser message
+MAX_CODE = 256 << 10  # characters of one cell
+MAX_ID = 64
+
+# type -> {field: (type, required)}
+REQUESTS: dict[str, dict[str, tuple[type, bool]]] = {
+    "open": {"session": (str, False), "last_seq": (int, False)},
+    "execute": {"cell": (str, True), "code": (str, True)},
+    "interrupt": {},
+    "restart": {},
+    "ping": {},
+}
+
+
+class WireError(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def parse(frame: str | bytes) -> dict[str, Any]:
+    if isinstance(frame, bytes):
+        raise WireError("malformed", "send JSON text frames, not binary ones")
+    if len(frame) > MAX_FRAME:
+        raise WireError("too_large", f"message of {len(frame)} characters; the limit is "
+                        f"{MAX_FRAME}")
+    try:
+        message = json.loads(frame)
+    except ValueError as exc:
+        raise WireError("malformed", f"not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise WireError("malformed", "a message must be a JSON object")
+    kind = message.get("type")
+    if kind not in REQUESTS:
+        raise WireError("unknown_type", f"unknown message type {kind!r}; known: "
+                        + ", ".join(REQUESTS))
+    for field, (expected, required) in REQUESTS[kind].items():
+        if field not in message:
+            if required:
+                raise WireError("bad_field", f"{kind}: '{field}' is missing")
+            continue
+        value = message[field]
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise WireError("bad_field", f"{kind}: '{field}' must be a {expected.__name__}")
+        if field in ("session", "cell") and not 0 < len(value) <= MAX_ID:
+            raise WireError("bad_field", f"{kind}: '{field}' must have 1 to {MAX_ID} "
+                            "characters")
+        if field == "last_seq" and value < 0:
+            raise WireError("bad_field", "open: 'last_seq' must not be negative")
+    if kind == "execute" and len(message["code"]) > MAX_CODE:
+        raise WireError("too_large", f"cell of {len(message['code'])} characters; the "
+                        f"limit is {MAX_CODE}")
+    return message
+
+
+def encode(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
+def error(err: WireError) -> str:
+    """A refused browser message ("error" is an execution's traceback)."""
+    return encode({"type": "protocol_error", "code": err.code, "message": err.message})
