@@ -6,7 +6,7 @@ VENV   ?= .venv
 DATA   ?= $(or $(SALVUS_DATA),$(CURDIR)/salvus-data)
 CTL     = $(VENV)/bin/salvusctl --data $(DATA)
 
-.PHONY: run stop test bench lint install system-packages dist clean
+.PHONY: run stop test bench lint install system-packages frontend-libs dist clean
 
 ## run: install everything, initialize the data folder if needed, start, print the URL
 run: install
@@ -31,6 +31,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test,sage]'
 	@touch $@
+
+install: frontend-libs
+
+frontend-libs:
+	@scripts/fetch-frontend-libs
 
 ## bench: the benchmarks, side by side with Jupyter (prints ratios, writes bench/results/)
 bench: install

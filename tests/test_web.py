@@ -1,0 +1,224 @@
+"""A real frontend with real workers and PostgreSQL, spoken to over websockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from salvusctl import migrate, postgres
+from salvusctl.resources import sql_dir
+from tests.helpers import kill_everything_of, wait_for
+from tests.web_client import Browserish, WebProcess
+from tests.worker_client import WorkerProcess
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def web_db(pg_cluster):
+    data, config = pg_cluster
+    name = f"web_{uuid.uuid4().hex[:10]}"
+    admin = postgres.connect(postgres.embedded_dsn(data, config, "postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    dsn = postgres.embedded_dsn(data, config, name)
+    conn = psycopg2.connect(dsn)
+    migrate.migrate(conn, sql_dir())
+    conn.close()
+    try:
+        yield dsn
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.close()
+
+
+@pytest.fixture(scope="module")
+def stack(web_db):
+    folder = Path(tempfile.mkdtemp(prefix="salvus-web-", dir="/tmp"))
+    os.chmod(folder, 0o755)
+    workers = []
+    web = None
+    try:
+        for i in range(2):
+            worker = WorkerProcess(folder / f"w{i}", "python")
+            workers.append(worker)
+        for worker in workers:
+            worker.wait_ready()
+        web = WebProcess(folder / "web", [(f"w{i}", w.endpoint) for i, w in enumerate(workers)],
+                         web_db, "--sessions-per-browser", "3")
+        web.wait_ready()
+        yield web, workers
+    finally:
+        if web:
+            web.stop()
+        for worker in workers:
+            worker.stop()
+        kill_everything_of(folder)
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def browser(stack):
+    web, _ = stack
+    opened = []
+
+    def make(cookie: str | None = None) -> Browserish:
+        client = Browserish(web, cookie or f"browser={uuid.uuid4().hex}")
+        opened.append(client)
+        return client
+
+    yield make
+    for client in opened:
+        client.close()
+
+
+def test_execute_round_trip(browser):
+    b = browser()
+    attached = b.open()
+    assert attached["type"] == "attached" and attached["cells"] == []
+    messages = b.run("c1", "2+2")
+    assert [m["type"] for m in messages] == ["queued", "result", "done"]
+    assert messages[1]["data"]["text/plain"] == "4"
+    assert messages[-1]["status"] == "ok"
+    seqs = [m["seq"] for m in messages]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+def test_ten_thousand_lines_twenty_times(browser):
+    b = browser()
+    b.open()
+    for i in range(20):
+        messages = b.run(f"c{i}", "for i in range(10**4): print(i)")
+        text = "".join(m["text"] for m in messages if m["type"] == "stream")
+        assert text.endswith("9999\n") and text.count("\n") == 10**4
+        assert messages[-1]["type"] == "done" and messages[-1]["status"] == "ok"
+
+
+def test_images_are_blobs_available_the_moment_they_are_announced(stack, browser):
+    web, _ = stack
+    b = browser()
+    b.open()
+    b.send(type="execute", cell="p", code="import matplotlib.pyplot as plt\nplt.plot([1,2,1])")
+    while True:
+        message = b.receive()
+        if message["type"] == "image":
+            with urllib.request.urlopen(web.url + message["url"], timeout=5) as response:
+                assert response.status == 200
+                assert response.headers["Content-Type"] == "image/png"
+                assert "immutable" in response.headers["Cache-Control"]
+                assert response.read().startswith(b"\x89PNG")
+            break
+    assert b.until_done("p")[-1]["status"] == "ok"
+
+
+@pytest.mark.parametrize("frame, code", [
+    ("not json", "malformed"), ('{"type": "fly"}', "unknown_type"),
+    ('{"type": "execute", "cell": "c"}', "bad_field"), (b"\x00binary", "malformed"),
+    ("x" * (2 << 20), "too_large"),
+])
+def test_bad_frames_get_an_error_and_the_connection_stays(browser, frame, code):
+    b = browser()
+    b.open()
+    b.send_raw(frame)
+    reply = b.receive()
+    assert reply == {"type": "protocol_error", "code": code, "message": reply["message"]}
+    assert b.run("ok", "1+1")[-1]["status"] == "ok"
+
+
+def test_execute_before_open_is_refused(browser):
+    b = browser()
+    b.send(type="execute", cell="c", code="1")
+    assert b.receive()["code"] == "no_session"
+
+
+def test_resume_after_a_dropped_connection_loses_nothing(stack, browser):
+    web, _ = stack
+    first = browser()
+    session = first.open()["session"]
+    first.send(type="execute", cell="slow", code="import time\n"
+               "for i in range(30):\n    print(i)\n    time.sleep(0.05)")
+    while first.last_seq < 4:
+        first.receive()
+    seen = first.last_seq
+    first.close()
+    time.sleep(0.5)  # output goes on while nobody listens
+    second = Browserish(web, "browser=resume")
+    assert second.open(session, last_seq=seen)["session"] == session
+    messages = second.until_done("slow")
+    assert messages[0]["seq"] == seen + 1
+    seqs = [m["seq"] for m in messages]
+    assert seqs == list(range(seen + 1, seen + 1 + len(seqs)))
+    second.close()
+
+
+def test_reload_gets_the_cells_and_all_output(browser):
+    b = browser()
+    session = b.open()["session"]
+    b.run("a", "print('hello')\n6*7")
+    again = browser()
+    attached = again.open(session, last_seq=0)
+    assert attached["cells"] == [{"cell": "a", "code": "print('hello')\n6*7",
+                                  "execution": "a~1", "state": "done", "status": "ok"}]
+    replay = again.until_done("a")
+    assert [m["type"] for m in replay] == ["queued", "stream", "result", "done"]
+
+
+def test_quota_per_browser(browser):
+    cookie = f"browser={uuid.uuid4().hex}"
+    for _ in range(3):
+        assert browser(cookie).open()["type"] == "attached"
+    refused = browser(cookie).open()
+    assert refused["type"] == "protocol_error" and refused["code"] == "quota"
+
+
+def test_worker_killed_ends_the_cell_with_a_notice_then_runs_on_a_live_worker(stack, browser):
+    web, workers = stack
+    b = browser()
+    b.open()
+    pid = int(b.run("w", "import os\nos.getppid()")[1]["data"]["text/plain"])
+    victim = next(w for w in workers if w.proc.pid == pid)
+    b.send(type="execute", cell="long", code="import time\ntime.sleep(60)")
+    time.sleep(0.5)
+    os.kill(victim.proc.pid, signal.SIGKILL)
+    messages = b.until_done("long", timeout=15)
+    assert any(m["type"] == "notice" and "stopped" in m["text"] for m in messages)
+    assert messages[-1]["status"] == "killed"
+    after = b.run("again", "import os\nos.getppid()")
+    assert after[-1]["status"] == "ok"
+    assert int(after[1]["data"]["text/plain"]) != pid
+    # leave the module's stack whole for the tests after this one
+    victim.proc.wait()
+    victim.stop()  # closes its sockets and context
+    replacement = WorkerProcess(victim.folder.parent / "w-new", "python")
+    replacement.wait_ready()
+    workers[workers.index(victim)] = replacement
+    web.write_workers([(f"n{i}", w.endpoint) for i, w in enumerate(workers)])
+    wait_for(lambda: web.health()[1]["workers"] == 2, timeout=10, what="both workers live")
+
+
+def test_workers_file_changes_apply_without_restart(stack):
+    web, workers = stack
+    web.write_workers([("only", workers[0].endpoint)])
+    wait_for(lambda: web.health()[1]["workers"] == 1, timeout=10, what="one worker")
+    web.write_workers([])
+    wait_for(lambda: web.health()[0] == 503, timeout=10, what="no worker -> 503")
+    b = Browserish(web, "browser=none")
+    b.open()
+    messages = b.run("x", "1")
+    assert messages[-1]["status"] == "killed"
+    assert "No compute worker" in next(m["text"] for m in messages if m["type"] == "notice")
+    b.close()
+    web.write_workers([(f"w{i}", w.endpoint) for i, w in enumerate(workers)])
+    wait_for(lambda: web.health()[1]["workers"] == 2, timeout=10, what="two workers again")

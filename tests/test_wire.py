@@ -1,0 +1,47 @@
+"""Browser protocol validation (web/wire.py), no processes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from web import wire
+
+
+@pytest.mark.parametrize("frame, code", [
+    (b"\x00\x01", "malformed"),
+    ("not json", "malformed"),
+    ("[1]", "malformed"),
+    ('{"type": "fly"}', "unknown_type"),
+    ('{"no": "type"}', "unknown_type"),
+    ('{"type": "execute", "code": "1"}', "bad_field"),
+    ('{"type": "execute", "cell": 5, "code": "1"}', "bad_field"),
+    ('{"type": "execute", "cell": "", "code": "1"}', "bad_field"),
+    ('{"type": "execute", "cell": "' + "c" * 65 + '", "code": "1"}', "bad_field"),
+    ('{"type": "open", "last_seq": -1}', "bad_field"),
+    ('{"type": "open", "last_seq": true}', "bad_field"),
+    ('{"type": "open", "last_seq": "3"}', "bad_field"),
+    (json.dumps({"type": "execute", "cell": "c", "code": "x" * (wire.MAX_CODE + 1)}),
+     "too_large"),
+    ("x" * (wire.MAX_FRAME + 1), "too_large"),
+])
+def test_bad_messages_are_refused_with_a_code(frame, code):
+    with pytest.raises(wire.WireError) as caught:
+        wire.parse(frame)
+    assert caught.value.code == code and caught.value.message
+
+
+@pytest.mark.parametrize("frame", [
+    '{"type": "open"}', '{"type": "open", "session": "abc", "last_seq": 7}',
+    '{"type": "execute", "cell": "c1", "code": "2+2"}', '{"type": "interrupt"}',
+    '{"type": "restart"}', '{"type": "ping"}',
+])
+def test_good_messages_parse(frame):
+    assert wire.parse(frame) == json.loads(frame)
+
+
+def test_errors_are_sent_as_protocol_errors():
+    text = wire.error(wire.WireError("quota", "too many"))
+    assert json.loads(text) == {"type": "protocol_error", "code": "quota",
+                                "message": "too many"}

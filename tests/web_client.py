@@ -1,0 +1,129 @@
+"""A real frontend process (python -m web) for tests, and a websocket client."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from simple_websocket import Client as WsClient
+from simple_websocket import ConnectionClosed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WebProcess:
+    def __init__(self, folder: Path, workers: list[tuple[str, str]], dsn: str,
+                 *extra: str, name: str = "webtest"):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.workers_file = folder / "workers.json"
+        self.write_workers(workers)
+        (folder / "dsn").write_text(dsn)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = folder / f"{name}.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "web", "--port", str(self.port), "--name", name,
+                 "--workers-file", str(self.workers_file), "--dsn-file",
+                 str(folder / "dsn"), *extra],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def write_workers(self, workers: list[tuple[str, str]]) -> None:
+        temp = self.workers_file.with_suffix(".tmp")
+        temp.write_text(json.dumps([{"name": n, "endpoint": e} for n, e in workers]))
+        temp.replace(self.workers_file)
+
+    def health(self) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=5) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"frontend exited: {self.log.read_text()}")
+            try:
+                status, body = self.health()
+                if status == 200 and body["workers"] > 0:
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"frontend not ready: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Browserish:
+    """The browser protocol over a real websocket, as the page speaks it."""
+
+    def __init__(self, web: WebProcess, cookie: str = "browser=test"):
+        self.ws = WsClient.connect(f"ws://127.0.0.1:{web.port}/ws",
+                                   headers={"Cookie": f"salvus_{cookie}"})
+        self.last_seq = 0
+        self.backlog: list[dict] = []
+
+    def send(self, **message) -> None:
+        self.ws.send(json.dumps(message))
+
+    def send_raw(self, frame) -> None:
+        self.ws.send(frame)
+
+    def receive(self, timeout: float = 30) -> dict:
+        if self.backlog:
+            return self.backlog.pop(0)
+        frame = self.ws.receive(timeout=timeout)
+        if frame is None:
+            raise TimeoutError(f"no message within {timeout}s")
+        message = json.loads(frame)
+        self.last_seq = max(self.last_seq, message.get("seq", 0))
+        return message
+
+    def open(self, session: str | None = None, last_seq: int = 0) -> dict:
+        self.send(type="open", **({"session": session} if session else {}), last_seq=last_seq)
+        while True:
+            message = self.receive()
+            if message["type"] in ("attached", "protocol_error"):
+                return message
+            self.backlog.append(message)
+
+    def run(self, cell: str, code: str, timeout: float = 60) -> list[dict]:
+        self.send(type="execute", cell=cell, code=code)
+        return self.until_done(cell, timeout)
+
+    def until_done(self, cell: str, timeout: float = 60) -> list[dict]:
+        got = []
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.receive(max(deadline - time.monotonic(), 0.01))
+            if message.get("cell") == cell:
+                got.append(message)
+                if message["type"] == "done":
+                    return got
+
+    def close(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            self.ws.close()
