@@ -34,6 +34,7 @@ class Executor:
         self.namespace = engine.namespace()
         self.count = 0
         self.executing = False
+        self.transformed = False
         sys.stdout = StreamFile(self.stream, "stdout", 1, self.pump)
         sys.stderr = StreamFile(self.stream, "stderr", 2, self.pump)
         sys.displayhook = self.show
@@ -82,6 +83,7 @@ class Executor:
 
     def _run(self, code: str, filename: str) -> None:
         setup, source = self.engine.transform(code)
+        self.transformed = setup != "" or source != code
         shown = code if setup or source == code else source
         linecache.cache[filename] = (len(shown), None, shown.splitlines(True), filename)
         if setup:
@@ -126,9 +128,18 @@ class Executor:
         while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell "):
             tb = tb.tb_next
         if isinstance(exc, SyntaxError):
+            shown = linecache.getline(filename, exc.lineno or 0)
+            if exc.filename == filename and shown:
+                exc.text = shown  # what the user wrote, not the preparsed line
             lines = traceback.format_exception_only(type(exc), exc)
         else:
-            lines = traceback.format_exception(type(exc), exc, tb)
+            report = traceback.TracebackException(type(exc), exc, tb)
+            if self.transformed:
+                # Columns refer to the preparsed code: no carets under the user's.
+                for frame in report.stack:
+                    if frame.filename.startswith("<cell "):
+                        frame.colno = frame.end_colno = None
+            lines = list(report.format())
         self.stream.send({"kind": "error", "ename": type(exc).__name__,
                           "evalue": str(exc), "traceback": "".join(lines)})
 

@@ -7,11 +7,13 @@ a thin layer over it. ``say`` reports progress as each step happens.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
 import socket
 import time
+import urllib.request
 import xmlrpc.client
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +37,7 @@ Say = Callable[[str], None]
 FALLBACK_CLUSTERS = Path("/var/lib/salvus/clusters")
 FALLBACK_SESSIONS = Path("/var/lib/salvus/sessions")
 START_TIMEOUT = 60.0
+HEALTH_TIMEOUT = 120.0
 STOP_TIMEOUT = 90.0
 
 
@@ -241,7 +244,33 @@ class Appliance:
             postgres.ensure_database(self.data, self.config)
         _migrate(self.dsn, self.say)
         self._start([p for p in chosen if p.name != "postgres"])
+        self._wait_healthy([p for p in chosen if p.kind == "web"])
         self.say(f"Salvus is running: open {self.url()}")
+
+    def _wait_healthy(self, frontends: list[programs.Program]) -> None:
+        """RUNNING is not ready: wait until each frontend answers /health with a
+        live worker (workers take seconds to load the math stack)."""
+        if not frontends:
+            return
+        self.say("waiting for the workers to load the math stack...")
+        bind = self.config.get("salvus", "bind")
+        host = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
+        deadline = time.monotonic() + HEALTH_TIMEOUT
+        for program in frontends:
+            url = f"http://{host}:{program.ports[0]}/health"
+            while True:
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as response:
+                        if json.loads(response.read()).get("status") == "ok":
+                            break
+                except (OSError, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise ProgramFailed(
+                        f"{program.name} runs but reports no live worker after "
+                        f"{HEALTH_TIMEOUT:.0f}s; see {self.data.logs}/worker0.log and "
+                        f"{self.data.logs}/{program.name}.log")
+                time.sleep(0.2)
 
     def _check_ports(self, chosen: list[programs.Program], running: dict) -> None:
         bind = self.config.get("salvus", "bind")

@@ -95,3 +95,11 @@ def test_sessions_get_fresh_random_seeds(sage):
     client, _ = sage
     draws = {client.run(client.start(), "ZZ.random_element(10^30)").text for _ in range(3)}
     assert len(draws) == 3
+
+
+def test_syntax_errors_quote_the_users_line(sage):
+    client, session = sage
+    result = client.run(session, "x = 1\n  y = 0.5")
+    assert result.status == "error"
+    assert "y = 0.5" in result.of("error")[0]["traceback"]
+    assert "_sage_const_" not in result.of("error")[0]["traceback"]

@@ -24,6 +24,7 @@ from gevent.queue import Queue
 from web import blobs, wire
 
 BUFFER_MESSAGES = 20000
+WAIT_FOR_WORKER = 15.0  # seconds a new session waits for a live worker with room
 BUFFER_BYTES = 32 << 20
 
 
@@ -145,19 +146,23 @@ class Session:
         with self.starting:
             if self.worker_session and self.link and self.link.alive:
                 return
-            tried = set()
-            for link in self.manager.pool.choose():
-                tried.add(link.name)
-                try:
-                    reply = link.request("start", timeout=10)
-                except gevent.Timeout:
-                    continue
-                if reply.get("type") == "started":
-                    self.link, self.worker_session = link, reply["session"]
-                    self.manager.route[(link.name, reply["session"])] = self
-                    return
-            raise NoWorker("No compute worker can take a session right now; "
-                           "try again in a moment.")
+            # Workers may still be loading their math stack (seconds after a
+            # start): a cell waits a little for one rather than fail at once.
+            deadline = time.monotonic() + WAIT_FOR_WORKER
+            while True:
+                for link in self.manager.pool.choose() if self.manager.pool else []:
+                    try:
+                        reply = link.request("start", timeout=10)
+                    except gevent.Timeout:
+                        continue
+                    if reply.get("type") == "started":
+                        self.link, self.worker_session = link, reply["session"]
+                        self.manager.route[(link.name, reply["session"])] = self
+                        return
+                if time.monotonic() > deadline:
+                    raise NoWorker("No compute worker can take a session right now; "
+                                   "try again in a moment.")
+                gevent.sleep(0.2)
 
     def interrupt(self) -> None:
         if self.worker_session and self.link:

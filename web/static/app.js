@@ -74,6 +74,7 @@ function run(id) {
   cell.out.innerHTML = "";
   cell.lastStream = null;
   cell.execution = null;
+  delete cell.el.dataset.status;
   setCellState(cell, "queued", "queued");
   send({ type: "execute", cell: id, code });
 }
@@ -109,6 +110,7 @@ function appendStream(cell, name, text) {
 function appendResult(cell, data) {
   const div = document.createElement("div");
   div.className = "result";
+  div.dataset.plain = data["text/plain"] || "";
   const latex = data["text/latex"];
   if (latex && window.katex) {
     try {
@@ -144,6 +146,7 @@ function apply(message) {
   }
   switch (message.type) {
     case "queued":
+      if (statusLine.classList.contains("lost")) setStatus("connected", "connected");
       cell.execution = message.execution;
       setCellState(cell, "queued", "queued");
       break;

@@ -1,0 +1,209 @@
+"""End to end in real headless Chromium (Debian's, driven by Playwright) against
+an appliance started by salvusctl: two frontends, two Sage workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tests.helpers import free_base_port, kill_everything_of, run, wait_for
+
+pytestmark = pytest.mark.slow
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def appliance():
+    folder = Path(tempfile.mkdtemp(prefix="salvus-e2e-", dir="/tmp"))
+    os.chmod(folder, 0o755)
+    data = folder / "data"
+    base = free_base_port()
+    try:
+        run(data, "init", "--base-port", str(base), "--web", "2", "--workers", "2")
+        started = run(data, "start")
+        assert f"open http://127.0.0.1:{base}/" in started.stdout
+        yield data, base
+    finally:
+        if (data / "salvus.conf").exists():
+            run(data, "stop", check=False)
+        kill_everything_of(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    executable = shutil.which("chromium")
+    assert executable, "Debian's chromium is installed by `make test` (apt-get install chromium)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium, appliance, request):
+    _, base = appliance
+    context = chromium.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(30000)
+    page.goto(f"http://127.0.0.1:{base}/")
+    wait_ready(page)
+    yield page
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"{request.node.name}.png", full_page=True)
+    context.close()
+
+
+def wait_ready(page) -> None:
+    expect(page.locator("#status")).to_have_text("connected")
+    page.wait_for_selector(".CodeMirror")
+
+
+def type_code(page, code: str) -> None:
+    """Put code into the focused cell: typed when it is one line, set through
+    CodeMirror when it has several (typing would meet the editor's indenting)."""
+    if "\n" not in code:
+        page.keyboard.type(code)
+        return
+    page.evaluate("code => document.querySelector('.cell.focused .CodeMirror')"
+                  ".CodeMirror.setValue(code)", code)
+
+
+def run_cell(page, code: str, index: int) -> None:
+    """Put code into the focused (last) cell and press Shift+Enter."""
+    type_code(page, code)
+    page.keyboard.press("Shift+Enter")
+    expect(page.locator(".cell").nth(index)).to_have_attribute("data-status", "ok")
+
+
+def cell(page, index: int):
+    return page.locator(".cell").nth(index)
+
+
+def result(page, index: int):
+    """The plain text of a cell's result (typeset ones show it as math)."""
+    return cell(page, index).locator(".result").last
+
+
+def test_two_plus_two(page):
+    expect(page.locator("header .brand")).to_have_text("Salvus")
+    run_cell(page, "2+2", 0)
+    expect(result(page, 0)).to_have_attribute("data-plain", "4")
+    # Shift+Enter moved on to a new cell
+    assert page.locator(".cell").count() == 2
+
+
+def test_ten_thousand_lines_twenty_times(page):
+    for i in range(20):
+        run_cell(page, "for i in range(10**4): print(i)", i)
+        output = cell(page, i).locator(".output pre")
+        assert output.inner_text().rstrip().endswith("9999")
+        assert output.inner_text().count("\n") >= 9999
+
+
+def test_matplotlib_and_sage_plots_appear(page):
+    run_cell(page, "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])", 0)
+    run_cell(page, "plot(sin(x), (x, 0, 2*pi))", 1)
+    for index in (0, 1):
+        image = cell(page, index).locator("img")
+        expect(image).to_have_count(1)
+        wait_for(lambda i=image: i.evaluate("img => img.complete && img.naturalWidth > 100"),
+                 timeout=10, what="the image to load")
+
+
+def test_latex_is_typeset(page):
+    run_cell(page, "integrate(x^2, x)", 0)
+    expect(cell(page, 0).locator(".katex")).to_have_count(1)
+
+
+def test_error_shows_a_traceback(page):
+    page.keyboard.type("1/0")
+    page.keyboard.press("Shift+Enter")
+    expect(cell(page, 0)).to_have_attribute("data-status", "error")
+    error = cell(page, 0).locator(".error")
+    expect(error).to_contain_text("ZeroDivisionError")
+    expect(error).to_contain_text("1/0")
+
+
+def test_interrupt_a_busy_loop(page):
+    page.keyboard.type("while True: pass")
+    page.keyboard.press("Control+Enter")
+    expect(cell(page, 0)).to_have_class("cell focused queued")
+    time.sleep(1)
+    page.click("#interrupt")
+    expect(cell(page, 0)).to_have_attribute("data-status", "interrupted")
+    page.locator(".cell .CodeMirror").nth(0).click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("3*3")
+    page.keyboard.press("Control+Enter")
+    expect(cell(page, 0)).to_have_attribute("data-status", "ok")
+
+
+def test_reload_mid_output_shows_the_output_so_far_then_the_rest(page):
+    type_code(page, "import time\nfor i in range(40):\n    print('line', i)\n"
+                    "    time.sleep(float(0.1))")
+    page.keyboard.press("Shift+Enter")
+    expect(cell(page, 0).locator(".output")).to_contain_text("line 5")
+    page.reload()
+    wait_ready(page)
+    output = cell(page, 0).locator(".output")
+    expect(output).to_contain_text("line 0")
+    assert "line 39" not in output.inner_text()
+    expect(output).to_contain_text("line 39", timeout=20000)
+    expect(cell(page, 0)).to_have_attribute("data-status", "ok")
+    text = output.inner_text()
+    assert [f"line {i}" for i in range(40)] == [t for t in text.splitlines() if t]
+
+
+def test_kill_9_of_the_worker_shows_a_notice_and_the_next_run_works(page, appliance):
+    data, _ = appliance
+    type_code(page, "import os\nos.getppid()")
+    page.keyboard.press("Shift+Enter")
+    expect(cell(page, 0)).to_have_attribute("data-status", "ok")
+    worker_pid = int(result(page, 0).get_attribute("data-plain"))
+    type_code(page, "import time\ntime.sleep(120)")
+    page.keyboard.press("Shift+Enter")
+    time.sleep(0.5)
+    os.kill(worker_pid, signal.SIGKILL)
+    expect(cell(page, 1)).to_have_attribute("data-status", "killed", timeout=20000)
+    expect(cell(page, 1).locator(".notice")).to_contain_text("stopped")
+    page.keyboard.type("7*6")
+    page.keyboard.press("Shift+Enter")
+    expect(cell(page, 2)).to_have_attribute("data-status", "ok", timeout=30000)
+    expect(result(page, 2)).to_have_attribute("data-plain", "42")
+    # supervisord brought the killed worker back
+    wait_for(lambda: json.loads(run(data, "status", "--json").stdout) and all(
+        row["state"] == "RUNNING" for row in json.loads(run(data, "status", "--json",
+                                                            check=False).stdout)),
+             timeout=30, what="every program RUNNING again")
+
+
+def test_a_second_frontend_serves_another_browser_at_the_same_time(chromium, appliance,
+                                                                     page):
+    _, base = appliance
+    other_context = chromium.new_context(viewport={"width": 420, "height": 800})
+    other = other_context.new_page()
+    try:
+        other.goto(f"http://127.0.0.1:{base + 1}/")
+        wait_ready(other)
+        type_code(other, "import time\ntime.sleep(1)\n'second'")
+        other.keyboard.press("Shift+Enter")
+        page.keyboard.type("'first'")
+        page.keyboard.press("Shift+Enter")
+        expect(result(page, 0)).to_have_attribute("data-plain", "'first'")
+        expect(result(other, 0)).to_have_attribute("data-plain", "'second'")
+        ARTIFACTS.mkdir(exist_ok=True)
+        other.screenshot(path=ARTIFACTS / "second_frontend_narrow.png", full_page=True)
+    finally:
+        other_context.close()
