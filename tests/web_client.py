@@ -24,21 +24,23 @@ def free_port() -> int:
 
 
 class WebProcess:
-    def __init__(self, folder: Path, workers: list[tuple[str, str]], dsn: str,
+    def __init__(self, folder: Path, workers: list[tuple[str, str]], dsn: str | None,
                  *extra: str, name: str = "webtest"):
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.workers_file = folder / "workers.json"
         self.write_workers(workers)
-        (folder / "dsn").write_text(dsn)
+        database = []
+        if dsn is not None:
+            (folder / "dsn").write_text(dsn)
+            database = ["--dsn-file", str(folder / "dsn")]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = folder / f"{name}.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "web", "--port", str(self.port), "--name", name,
-                 "--workers-file", str(self.workers_file), "--dsn-file",
-                 str(folder / "dsn"), *extra],
+                 "--workers-file", str(self.workers_file), *database, *extra],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def write_workers(self, workers: list[tuple[str, str]]) -> None:
