@@ -9,6 +9,7 @@ and web.png. About 2-3 minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -16,7 +17,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 import uuid
@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from simple_websocket import Client
+from websockets.asyncio.client import connect
 
 from bench.common import p50, percentile, print_table, save
 from tests.web_client import Browserish, WebProcess, free_port
@@ -49,43 +50,55 @@ def salvus_round_trips(web: WebProcess, n: int) -> list[float]:
     return times
 
 
-def concurrent(run_one, clients: int, cells: int) -> tuple[float, list[float]]:
-    """``clients`` threads each run ``cells`` small cells; (wall, latencies)."""
+async def _salvus_client(port: int, cells: int, ready: asyncio.Barrier,
+                         latencies: list[float]) -> None:
+    async with connect(f"ws://127.0.0.1:{port}/ws", max_size=None,
+                       additional_headers={"Cookie": f"salvus_browser={uuid.uuid4().hex}"}
+                       ) as ws:
+        await ws.send(json.dumps({"type": "open"}))
+        assert json.loads(await ws.recv())["type"] == "attached"
+
+        async def run(cell: str) -> dict:
+            await ws.send(json.dumps({"type": "execute", "cell": cell, "code": CODE}))
+            while True:
+                message = json.loads(await ws.recv())
+                if message.get("cell") == cell and message["type"] == "done":
+                    return message
+
+        await run("warm")  # the session exists before the clock starts
+        await ready.wait()
+        for i in range(cells):
+            start = time.perf_counter()
+            done = await run(f"c{i}")
+            latencies.append(time.perf_counter() - start)
+            assert done["status"] == "ok", done
+        finished.append(time.perf_counter())
+
+
+finished: list[float] = []  # when each client ran its last cell (closing is not timed)
+
+
+async def _many(make_client, clients: int, cells: int) -> tuple[float, list[float]]:
     latencies: list[float] = []
-    errors: list[BaseException] = []
-    # The clock starts when every client is connected (kernels started).
     started: list[float] = []
-    barrier = threading.Barrier(clients, action=lambda: started.append(time.perf_counter()))
+    ready = asyncio.Barrier(clients + 1)
+    tasks = [asyncio.create_task(make_client(cells, ready, latencies)) for _ in range(clients)]
+    await ready.wait()
+    started.append(time.perf_counter())
+    finished.clear()
+    await asyncio.gather(*tasks)
+    return max(finished) - started[0], latencies
 
-    def worker(index: int) -> None:
-        try:
-            run_one(index, cells, latencies, barrier)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    wall = time.perf_counter() - started[0] if started else float("nan")
-    if errors:
-        raise errors[0]
-    return wall, latencies
+def concurrent(make_client, clients: int, cells: int) -> tuple[float, list[float]]:
+    """``clients`` websocket clients in one asyncio loop (a light load generator:
+    a thread per client would measure the GIL), each running ``cells`` small
+    cells once all are connected; returns (wall, per-cell latencies)."""
+    return asyncio.run(asyncio.wait_for(_many(make_client, clients, cells), 600))
 
 
 def salvus_client(web: WebProcess):
-    def run_one(index, cells, latencies, barrier):
-        client = Browserish(web, f"browser={uuid.uuid4().hex}")
-        client.open()
-        client.run("warm", CODE, timeout=120)
-        barrier.wait()
-        for i in range(cells):
-            start = time.perf_counter()
-            assert client.run(f"c{i}", CODE, timeout=120)[-1]["status"] == "ok"
-            latencies.append(time.perf_counter() - start)
-        client.close()
-    return run_one
+    return lambda cells, ready, latencies: _salvus_client(web.port, cells, ready, latencies)
 
 
 # ----------------------------------------------------------------- jupyter server
@@ -132,6 +145,17 @@ class JupyterServer:
         self.log.close()
 
 
+def execute_request(msg_id: str, session: str, code: str) -> dict:
+    """An execute_request as JupyterLab sends it over the kernel websocket."""
+    return {
+        "header": {"msg_id": msg_id, "username": "bench", "session": session,
+                   "msg_type": "execute_request", "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell",
+        "content": {"code": code, "silent": False, "store_history": False,
+                    "user_expressions": {}, "allow_stdin": False},
+    }
+
+
 class JupyterKernel:
     """The kernel websocket as JupyterLab speaks it (JSON messages)."""
 
@@ -154,13 +178,7 @@ class JupyterKernel:
 
     def execute(self, code: str, timeout: float = 60) -> str | None:
         msg_id = uuid.uuid4().hex
-        self.ws.send(json.dumps({
-            "header": {"msg_id": msg_id, "username": "bench", "session": self.session,
-                       "msg_type": "execute_request", "version": "5.3"},
-            "parent_header": {}, "metadata": {}, "channel": "shell",
-            "content": {"code": code, "silent": False, "store_history": False,
-                        "user_expressions": {}, "allow_stdin": False},
-        }))
+        self.ws.send(json.dumps(execute_request(msg_id, self.session, code)))
         result, idle, reply = None, False, False
         deadline = time.monotonic() + timeout
         while not (idle and reply):
@@ -195,16 +213,51 @@ def jupyter_round_trips(server: JupyterServer, n: int) -> list[float]:
     return times
 
 
+async def _jupyter_client(server: JupyterServer, cells: int, ready: asyncio.Barrier,
+                          latencies: list[float]) -> None:
+    kernel_id = (await asyncio.to_thread(server.api, "POST", "/api/kernels",
+                                         {"name": "python3"}))["id"]
+    session = uuid.uuid4().hex
+    url = f"ws://127.0.0.1:{server.port}/api/kernels/{kernel_id}/channels?session_id={session}"
+    try:
+        async with connect(url, max_size=None, additional_headers={
+                "Authorization": f"token {server.token}"}) as ws:
+
+            async def run(timeout: float) -> str | None:
+                msg_id = uuid.uuid4().hex
+                await ws.send(json.dumps(execute_request(msg_id, session, CODE)))
+                result, idle, reply = None, False, False
+                while not (idle and reply):
+                    message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+                    if message.get("parent_header", {}).get("msg_id") != msg_id:
+                        continue
+                    kind = message["msg_type"]
+                    if kind == "execute_result":
+                        result = message["content"]["data"]["text/plain"]
+                    elif kind == "status":
+                        idle = message["content"]["execution_state"] == "idle"
+                    elif kind == "execute_reply":
+                        reply = True
+                return result
+
+            for _ in range(60):  # wait for the kernel to come up
+                try:
+                    await run(5)
+                    break
+                except TimeoutError:
+                    continue
+            await ready.wait()
+            for _ in range(cells):
+                start = time.perf_counter()
+                assert await run(120) == "2"
+                latencies.append(time.perf_counter() - start)
+            finished.append(time.perf_counter())
+    finally:
+        await asyncio.to_thread(server.api, "DELETE", f"/api/kernels/{kernel_id}")
+
+
 def jupyter_client(server: JupyterServer):
-    def run_one(index, cells, latencies, barrier):
-        kernel = server.kernel()
-        barrier.wait()
-        for _ in range(cells):
-            start = time.perf_counter()
-            assert kernel.execute(CODE, timeout=120) == "2"
-            latencies.append(time.perf_counter() - start)
-        kernel.close()
-    return run_one
+    return lambda cells, ready, latencies: _jupyter_client(server, cells, ready, latencies)
 
 
 # ----------------------------------------------------------------- main
@@ -226,7 +279,7 @@ def main() -> None:
     try:
         per_worker = str(args.clients // 2 + 16)
         workers = [WorkerProcess(folder / f"w{i}", "python", "--max-sessions", per_worker,
-                                 "--spares", "4") for i in range(2)]
+                                 "--spares", "4", uids=int(per_worker) + 8) for i in range(2)]
         for worker in workers:
             worker.wait_ready()
         web = WebProcess(folder / "web", [(f"w{i}", w.endpoint) for i, w in enumerate(workers)],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import _thread
 import codecs
+import contextlib
 import io
 import os
 import select
@@ -38,6 +39,11 @@ class OutputStream:
         self.oldest = 0.0
         self.total = 0
         self.exceeded = False
+        # Wakes the flusher thread when text starts waiting, so that an idle
+        # session's thread sleeps instead of polling.
+        self.wake_read, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_read, False)
+        os.set_blocking(self.wake_write, False)
 
     def begin(self, execution: str) -> None:
         with self.lock:
@@ -75,6 +81,8 @@ class OutputStream:
             return
         if not self.pending:
             self.oldest = time.monotonic()
+            with contextlib.suppress(BlockingIOError):
+                os.write(self.wake_write, b"!")
         if self.pending and self.pending[-1][0] == name:
             self.pending[-1][1] += text
         else:
@@ -96,10 +104,17 @@ class OutputStream:
             self._flush_locked()
             self._send(message, blob)
 
-    def flush_if_old(self) -> None:
+    def flush_if_old(self) -> float | None:
+        """Flush text older than MAX_DELAY; return seconds until the next check
+        is due (None: nothing waits)."""
         with self.lock:
-            if self.pending and time.monotonic() - self.oldest >= MAX_DELAY:
+            if not self.pending:
+                return None
+            age = time.monotonic() - self.oldest
+            if age >= MAX_DELAY:
                 self._flush_locked()
+                return None
+            return MAX_DELAY - age
 
 
 class StreamFile(io.TextIOBase):
@@ -178,14 +193,19 @@ class FdPump:
 
 
 def start_background(stream: OutputStream, pump: FdPump) -> None:
-    """One daemon thread: pump the pipes and flush text older than 50 ms."""
+    """One daemon thread: pump the pipes and flush text older than 50 ms.
+    It sleeps until output arrives, so an idle session costs no CPU."""
 
     def loop():
-        fds = list(pump.readers)
+        fds = [*pump.readers, stream.wake_read]
+        timeout = None
         while True:
-            readable, _, _ = select.select(fds, [], [], MAX_DELAY / 2)
-            if readable:
+            readable, _, _ = select.select(fds, [], [], timeout)
+            if stream.wake_read in readable:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(stream.wake_read, 4096)
+            if any(fd in pump.readers for fd in readable):
                 pump.drain(from_main_thread=False)
-            stream.flush_if_old()
+            timeout = stream.flush_if_old()
 
     threading.Thread(target=loop, name="salvus-output", daemon=True).start()

@@ -63,6 +63,11 @@ def log(message: str) -> None:
 
 def processes_of_uid(uid: int) -> list[int]:
     """Live processes of ``uid`` (zombies have ended; they only await a reaper)."""
+    return processes_of_uids({uid})
+
+
+def processes_of_uids(uids: set[int] | range) -> list[int]:
+    """Live processes of any of ``uids``, in one pass over /proc."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -70,7 +75,7 @@ def processes_of_uid(uid: int) -> list[int]:
                 fields = dict(line.split(":", 1) for line in f if ":" in line)
         except OSError:
             continue
-        if int(fields.get("Uid", "-1").split()[0]) == uid and \
+        if int(fields.get("Uid", "-1").split()[0]) in uids and \
                 not fields.get("State", "").strip().startswith("Z"):
             found.append(int(pid))
     return found
@@ -156,8 +161,14 @@ class Worker:
     def sweep_leftovers(self) -> None:
         """After a crash of a previous worker: no process of our uids, no old dirs."""
         if self.settings.uid_range is not None:
-            for uid in self.settings.uid_range:
-                self._kill_uid(uid)
+            for _ in range(50):
+                pids = processes_of_uids(self.settings.uid_range)
+                if not pids:
+                    break
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        self.system.kill(pid, signal.SIGKILL)
+                time.sleep(0.005)
         self.settings.sessions_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.settings.sessions_dir, 0o711)
         for old in self.settings.sessions_dir.iterdir():

@@ -15,14 +15,15 @@ import zmq
 from sage_worker import protocol
 
 _ids = itertools.count(1)
-UIDS = 64  # session uids per test worker
+UIDS = 64  # session uids per test worker (by default)
+UID_SPAN = 256  # uids set aside per worker, so ranges never overlap
 
 
 class WorkerProcess:
     """``python -m sage_worker`` on a random loopback port; always cleaned up."""
 
     def __init__(self, folder: Path, engine: str = "python", *extra: str,
-                 env: dict | None = None):
+                 env: dict | None = None, uids: int = UIDS):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.sessions_dir = folder / "sessions"
@@ -34,7 +35,7 @@ class WorkerProcess:
                 [sys.executable, "-m", "sage_worker", "--endpoint", self.endpoint,
                  "--engine", engine, "--name", f"test{self.port}",
                  "--sessions-dir", str(self.sessions_dir),
-                 "--uid-range", f"{self.uid_base()}:{self.uid_base() + UIDS - 1}", *extra],
+                 "--uid-range", f"{self.uid_base()}:{self.uid_base() + uids - 1}", *extra],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, **(env or {})},
             )
@@ -43,7 +44,7 @@ class WorkerProcess:
 
     def uid_base(self) -> int:
         # Distinct per worker so parallel workers never share session uids.
-        return 300000 + (self.port % 1000) * UIDS
+        return 300000 + (self.port % 1000) * UID_SPAN
 
     def client(self) -> Client:
         client = Client(self.context, self.endpoint)

@@ -79,7 +79,7 @@ class Session:
         self.browser = browser
         self.ip = ip
         self.seq = 0
-        self.buffer: deque[dict] = deque()
+        self.buffer: deque[tuple[dict, str]] = deque()  # (message, its JSON)
         self.buffer_bytes = 0
         self.cells: dict[str, dict] = {}
         self.executions: dict[str, str] = {}  # execution id -> cell
@@ -95,25 +95,26 @@ class Session:
     def publish(self, message: dict) -> None:
         self.seq += 1
         message["seq"] = self.seq
-        self.buffer.append(message)
-        self.buffer_bytes += len(wire.encode(message))
+        text = wire.encode(message)  # once: for the buffer and every listener
+        self.buffer.append((message, text))
+        self.buffer_bytes += len(text)
         while self.buffer and (len(self.buffer) > BUFFER_MESSAGES
                                or self.buffer_bytes > BUFFER_BYTES):
-            self.buffer_bytes -= len(wire.encode(self.buffer.popleft()))
+            self.buffer_bytes -= len(self.buffer.popleft()[1])
         for connection in list(self.listeners):
-            connection.send(message)
+            connection.send_text(text)
 
     def attach(self, connection: Connection, last_seq: int) -> None:
         self.listeners.add(connection)
         self.detached_at = None
-        first = self.buffer[0]["seq"] if self.buffer else self.seq + 1
+        first = self.buffer[0][0]["seq"] if self.buffer else self.seq + 1
         connection.send({"type": "attached", "session": self.id, "seq": self.seq,
                          "cells": [{"cell": cell, **state} for cell, state in
                                    self.cells.items()],
                          "complete": last_seq >= first - 1})
-        for message in list(self.buffer):
+        for message, text in list(self.buffer):
             if message["seq"] > last_seq:
-                connection.send(message)
+                connection.send_text(text)
 
     def detach(self, connection: Connection) -> None:
         self.listeners.discard(connection)
