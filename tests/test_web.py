@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import tempfile
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -222,3 +225,61 @@ def test_workers_file_changes_apply_without_restart(stack):
     b.close()
     web.write_workers([(f"w{i}", w.endpoint) for i, w in enumerate(workers)])
     wait_for(lambda: web.health()[1]["workers"] == 2, timeout=10, what="two workers again")
+
+
+def post(web: WebProcess, body: bytes, content_type: str = "application/json"):
+    request = urllib.request.Request(web.url + "/api/execute", data=body, method="POST",
+                                     headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_api_runs_code_and_answers_json(stack):
+    web, _ = stack
+    status, answer = post(web, json.dumps({"code": "print('hi')\n6*7"}).encode())
+    assert status == 200
+    assert answer["status"] == "ok" and answer["stdout"] == "hi\n"
+    assert answer["result"]["text/plain"] == "42" and answer["error"] is None
+
+
+def test_api_takes_a_form_field_as_curl_sends_it(stack):
+    web, _ = stack
+    body = urllib.parse.urlencode({"code": "1/0"}).encode()
+    status, answer = post(web, body, "application/x-www-form-urlencoded")
+    assert status == 200 and answer["status"] == "error"
+    assert answer["error"]["ename"] == "ZeroDivisionError"
+
+
+def test_api_images_are_urls_that_load(stack):
+    web, _ = stack
+    status, answer = post(web, json.dumps(
+        {"code": "import matplotlib.pyplot as plt\nplt.plot([1, 2])"}).encode())
+    assert status == 200 and len(answer["images"]) == 1
+    with urllib.request.urlopen(web.url + answer["images"][0]["url"], timeout=5) as response:
+        assert response.read().startswith(b"\x89PNG")
+
+
+def test_api_timeout_stops_the_code(stack):
+    web, _ = stack
+    start = time.monotonic()
+    status, answer = post(web, json.dumps({"code": "import time\ntime.sleep(100)",
+                                           "timeout": 1}).encode())
+    assert status == 200 and answer["status"] == "timeout"
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (json.dumps({"code": "x" * (70 << 10)}).encode(), 413, "limit"),
+    (b"x" * (3 << 20), 413, "request body"),
+    (b"{not json", 400, "code"),
+    (json.dumps({"code": ""}).encode(), 400, "code"),
+    (json.dumps({"code": "1", "engine": "fortran"}).encode(), 400, "engine"),
+    (json.dumps({"code": "1", "timeout": 3600}).encode(), 400, "timeout"),
+])
+def test_api_refuses_bad_requests_clearly(stack, body, status, words):
+    web, _ = stack
+    got, answer = post(web, body)
+    assert got == status and words in answer["error"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from flask import Flask, Response, abort, jsonify, request, send_from_directory
 from flask_sock import Sock
 
-from web import blobs
+from web import api, blobs
 from web.db import Database
 from web.sessions import Quotas, SessionManager
 from web.websocket import serve_browser
@@ -36,6 +36,7 @@ def log(message: str) -> None:
 def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.config.update(NAME="web", STARTED=time.time(), QUOTAS=Quotas(), DSN_FILE=None,
+                      API_LIMITS=api.ApiLimits(), MAX_CONTENT_LENGTH=2 << 20,
                       WORKERS_FILE=None,
                       SOCK_SERVER_OPTIONS={"ping_interval": 20, "max_message_size": 16 << 20})
     app.config.update(config or {})
@@ -91,6 +92,23 @@ def create_app(config: dict | None = None) -> Flask:
                 "database": health_cache["database"], "sessions": len(manager.sessions),
                 "uptime": round(time.time() - app.config["STARTED"], 3)}
         return jsonify(body), 200 if ok else 503
+
+    @app.post("/api/execute")
+    def api_execute():
+        limits = app.config["API_LIMITS"]
+        body = request.get_json(silent=True) if request.is_json else request.form.to_dict()
+        try:
+            if not isinstance(body, dict):
+                raise api.ApiError(400, "send JSON ({\"code\": ...}) or a form with 'code'")
+            code, engine, timeout = api.parse(body, limits)
+            return jsonify(api.execute(manager, code, engine, timeout, limits))
+        except api.ApiError as err:
+            return jsonify(error=err.message), err.status
+
+    @app.errorhandler(413)
+    def too_large(_error):
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        return jsonify(error=f"request body over {limit} bytes; send less"), 413
 
     @sock.route("/ws")
     def websocket(ws):

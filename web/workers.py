@@ -41,6 +41,7 @@ class WorkerLink:
         self.last_pong = 0.0
         self.pid: int | None = None
         self.load = 1.0
+        self.engine: str | None = None
         self.reported_down = False
         self.greenlets = [gevent.spawn(self._read), gevent.spawn(self._ping)]
 
@@ -84,6 +85,7 @@ class WorkerLink:
             self.say(f"{self.name}: restarted (pid {self.pid} -> {message.get('pid')})")
             self.on_lost(self, "the worker restarted")
         self.pid = message.get("pid")
+        self.engine = message.get("engine")
         self.load = float(message.get("load", 1.0))
         self.last_pong = time.monotonic()
         self.reported_down = False
@@ -153,10 +155,10 @@ class WorkerPool:
             if signature != self.signature:
                 self.reload()
 
-    def choose(self, exclude: set[str] = frozenset()) -> list[WorkerLink]:
-        """Live workers with room, least loaded first."""
+    def choose(self, engine: str | None = None) -> list[WorkerLink]:
+        """Live workers with room (running ``engine``, if given), least loaded first."""
         live = [link for link in self.links.values()
-                if link.alive and link.load < 1.0 and link.name not in exclude]
+                if link.alive and link.load < 1.0 and engine in (None, link.engine)]
         return sorted(live, key=lambda link: link.load)
 
     def live_count(self) -> int:
