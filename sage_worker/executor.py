@@ -131,6 +131,8 @@ class Executor:
             shown = linecache.getline(filename, exc.lineno or 0)
             if exc.filename == filename and shown:
                 exc.text = shown  # what the user wrote, not the preparsed line
+                if self.transformed:  # its columns belong to the preparsed line
+                    exc.offset = exc.end_offset = None
             lines = traceback.format_exception_only(type(exc), exc)
         else:
             report = traceback.TracebackException(type(exc), exc, tb)

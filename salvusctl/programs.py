@@ -93,7 +93,9 @@ def plan(data: DataDir, config: Config, service: Account | None) -> list[Program
             "options": shlex.join([
                 "--sessions-per-browser", str(config.get("web", "sessions_per_browser")),
                 "--sessions-per-ip", str(config.get("web", "sessions_per_ip")),
-                "--session-linger", str(config.get("web", "session_linger"))]),
+                "--session-linger", str(config.get("web", "session_linger")),
+                "--api-timeout", str(config.get("web", "api_timeout")),
+                "--api-max-code", str(config.get("web", "api_max_code"))]),
         }, (port,)))
     _check_ports_distinct(found)
     return found

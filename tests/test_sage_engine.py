@@ -103,3 +103,6 @@ def test_syntax_errors_quote_the_users_line(sage):
     assert result.status == "error"
     assert "y = 0.5" in result.of("error")[0]["traceback"]
     assert "_sage_const_" not in result.of("error")[0]["traceback"]
+    # no carets: their columns would point into the preparsed line
+    broken = client.run(session, "factor(2^64 1)").of("error")[0]["traceback"]
+    assert "factor(2^64 1)" in broken and "^^^" not in broken

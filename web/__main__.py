@@ -12,6 +12,7 @@ import gevent  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
 
 from web import create_app, log  # noqa: E402
+from web.api import ApiLimits  # noqa: E402
 from web.db import make_cooperative  # noqa: E402
 from web.sessions import Quotas  # noqa: E402
 
@@ -26,11 +27,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sessions-per-browser", type=int, default=Quotas.per_browser)
     parser.add_argument("--sessions-per-ip", type=int, default=Quotas.per_ip)
     parser.add_argument("--session-linger", type=float, default=Quotas.linger)
+    parser.add_argument("--api-timeout", type=float, default=ApiLimits.max_timeout)
+    parser.add_argument("--api-max-code", type=int, default=ApiLimits.max_code)
     args = parser.parse_args(argv)
     make_cooperative()
     quotas = Quotas(args.sessions_per_browser, args.sessions_per_ip, args.session_linger)
+    api_limits = ApiLimits(max_code=args.api_max_code, max_timeout=args.api_timeout)
     app = create_app({"NAME": args.name, "DSN_FILE": args.dsn_file,
-                      "WORKERS_FILE": args.workers_file, "QUOTAS": quotas})
+                      "WORKERS_FILE": args.workers_file, "QUOTAS": quotas,
+                      "API_LIMITS": api_limits})
     listener = socket.socket(socket.AF_INET6 if ":" in args.bind else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Accepted sockets inherit it: no Nagle delay on small websocket frames.

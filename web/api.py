@@ -1,6 +1,6 @@
 """``POST /api/execute``: run code in a fresh short-lived session, answer JSON.
 
-    curl -s http://127.0.0.1:8080/api/execute -d code='factor(2^64+1)'
+    curl -s http://127.0.0.1:8080/api/execute --data-urlencode code='factor(2^64+1)'
     curl -s http://127.0.0.1:8080/api/execute -H 'Content-Type: application/json' \\
          -d '{"code": "print(1+1)", "engine": "python", "timeout": 10}'
 
