@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -207,3 +208,44 @@ def test_a_second_frontend_serves_another_browser_at_the_same_time(chromium, app
         other.screenshot(path=ARTIFACTS / "second_frontend_narrow.png", full_page=True)
     finally:
         other_context.close()
+
+
+def test_share_then_open_the_link_shows_the_same_cells_and_output(page, chromium):
+    run_cell(page, "a = 6", 0)
+    run_cell(page, "a * 7", 1)
+    page.click("#share")
+    link = page.locator("#sharelink")
+    expect(link).to_have_value(re.compile(r"/s/[A-Za-z]{6,}$"))
+    url = link.input_value()
+    in_url = page.locator("#shareurl").get_attribute("href")
+    context = chromium.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        other = context.new_page()
+        other.goto(url + "?run=1")
+        wait_ready(other)
+        expect(other.locator(".cell")).to_have_count(2)
+        expect(result(other, 1)).to_have_attribute("data-plain", "42")
+        other.screenshot(path=ARTIFACTS / "shared_link_run.png", full_page=True)
+        # the form that carries the cells in the URL works without the database
+        second = context.new_page()
+        second.goto(in_url + "")
+        wait_ready(second)
+        expect(second.locator(".cell")).to_have_count(2)
+        assert second.locator(".cell").nth(1).locator(".CodeMirror").inner_text().strip() \
+            == "a * 7"
+        assert second.locator(".cell").nth(1).get_attribute("data-status") is None  # no ?run
+    finally:
+        context.close()
+
+
+def test_unknown_link_shows_the_404_page(chromium, appliance):
+    _, base = appliance
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        response = page.goto(f"http://127.0.0.1:{base}/s/NoSuchLink")
+        assert response.status == 404
+        expect(page.locator("h1")).to_have_text("This link leads nowhere")
+        page.screenshot(path=ARTIFACTS / "unknown_link.png")
+    finally:
+        context.close()

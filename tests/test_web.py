@@ -283,3 +283,54 @@ def test_api_refuses_bad_requests_clearly(stack, body, status, words):
     web, _ = stack
     got, answer = post(web, body)
     assert got == status and words in answer["error"]
+
+
+def share(web: WebProcess, content) -> tuple[int, dict]:
+    request = urllib.request.Request(web.url + "/api/share", method="POST",
+                                     data=json.dumps(content).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_share_stores_cells_under_a_short_random_id(stack, web_db):
+    web, _ = stack
+    cells = {"cells": [{"code": "x = 2"}, {"code": "x^10 </script>"}]}
+    status, first = share(web, cells)
+    assert status == 200 and first["url"] == f"/s/{first['id']}"
+    assert len(first["id"]) >= 6 and first["id"].isalpha()
+    assert share(web, cells)[1]["id"] == first["id"]  # identical content, same id
+    other = share(web, {"cells": [{"code": "y = 3"}]})[1]["id"]
+    assert other != first["id"]
+    for _ in range(2):
+        with urllib.request.urlopen(web.url + first["url"], timeout=5) as response:
+            page = response.read().decode()
+    assert '"x^10 <\\/script>"' in page and "<!--SHARED-->" not in page
+    conn = psycopg2.connect(web_db)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT opened, last_opened IS NOT NULL FROM short_urls WHERE id = %s",
+                    (first["id"],))
+        assert cur.fetchone() == (2, True)
+    conn.close()
+
+
+@pytest.mark.parametrize("content, status", [
+    ({"cells": []}, 400), ({"cells": [{"code": 5}]}, 400), ({"nope": 1}, 400),
+    ({"cells": [{"code": "x" * (300 << 10)}]}, 413),
+])
+def test_share_refuses_bad_content(stack, content, status):
+    web, _ = stack
+    got, body = share(web, content)
+    assert got == status and body["error"]
+
+
+@pytest.mark.parametrize("path", ["/s/abcdefgh", "/s/x", "/s/abc123def"])
+def test_unknown_links_get_a_friendly_404(stack, path):
+    web, _ = stack
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(web.url + path, timeout=5)
+    assert caught.value.code == 404
+    assert "This link leads nowhere" in caught.value.read().decode()

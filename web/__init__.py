@@ -7,6 +7,7 @@ WORKERS_FILE the app serves pages and health only (unit tests).
 
 from __future__ import annotations
 
+import json
 import secrets
 import sys
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 from flask import Flask, Response, abort, jsonify, request, send_from_directory
 from flask_sock import Sock
 
-from web import api, blobs
+from web import api, blobs, permalinks
 from web.db import Database
 from web.sessions import Quotas, SessionManager
 from web.websocket import serve_browser
@@ -60,6 +61,31 @@ def create_app(config: dict | None = None) -> Flask:
             response.set_cookie(BROWSER_COOKIE, secrets.token_urlsafe(16), httponly=True,
                                 samesite="Lax", max_age=365 * 86400)
         return response
+
+    @app.post("/api/share")
+    def share():
+        try:
+            content = permalinks.normalize(request.get_json(silent=True))
+            link = permalinks.store(db, content)
+        except permalinks.ShareError as err:
+            return jsonify(error=err.message), err.status
+        return jsonify(id=link, url=f"/s/{link}")
+
+    @app.get("/s/<link>")
+    def shared(link: str):
+        content = permalinks.open_link(db, link) if db.configured else None
+        if content is None:
+            return send_from_directory(STATIC, "missing.html", max_age=0), 404
+        page = (STATIC / "index.html").read_text()
+        data = json.dumps(content).replace("</", "<\\/")
+        page = page.replace("<!--SHARED-->",
+                            f'<script id="shared" type="application/json">{data}</script>')
+        return Response(page, mimetype="text/html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/s")
+    def shared_in_url():
+        # The content travels in the URL's fragment (#z=...): no database needed.
+        return send_from_directory(STATIC, "index.html", max_age=0)
 
     @app.get("/favicon.ico")
     def favicon():

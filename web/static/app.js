@@ -2,7 +2,9 @@
 "use strict";
 
 const FOLD_AT = 200000;          // characters of one stream block shown before folding
-const SESSION_KEY = "salvus.session";
+const SHORT_URL = 2000;          // longest link offered with the cells inside it
+// One session per tab and address: a shared link opens its own session.
+const SESSION_KEY = "salvus.session:" + location.pathname + location.hash;
 
 const state = {
   ws: null, session: sessionStorage.getItem(SESSION_KEY), lastSeq: 0,
@@ -247,6 +249,12 @@ function attached(message) {
         if (saved.state !== "done") setCellState(cell, "running", "running");
       }
     }
+    if (!state.order.length && state.shared) {
+      for (const saved of state.shared.cells) addCell(null, saved.code);
+      if (new URLSearchParams(location.search).get("run") === "1") {
+        for (const id of state.order) run(id);
+      }
+    }
     if (!state.order.length) addCell(null);
     state.cells.get(state.order[state.order.length - 1]).editor.focus();
   }
@@ -255,9 +263,56 @@ function attached(message) {
   state.queue = [];
 }
 
+// ------------------------------------------------------------------ sharing
+
+async function squeeze(text) {   // deflate, then base64url
+  const stream = new Blob([text]).stream().pipeThrough(new CompressionStream("deflate-raw"));
+  const bytes = new Uint8Array(await new Response(stream).arrayBuffer());
+  let binary = "";
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+async function unsqueeze(text) {
+  const binary = atob(text.replace(/-/g, "+").replace(/_/g, "/"));
+  const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate-raw"));
+  return await new Response(stream).text();
+}
+
+async function sharedContent() {
+  const tag = document.getElementById("shared");
+  if (tag) return JSON.parse(tag.textContent);
+  const inUrl = location.hash.match(/^#z=([A-Za-z0-9_-]+)$/);
+  if (location.pathname === "/s" && inUrl) {
+    try { return JSON.parse(await unsqueeze(inUrl[1])); }
+    catch (e) { setStatus("lost", "this link is damaged: its cells could not be read"); }
+  }
+  return null;
+}
+
+async function shareNow() {
+  const cells = state.order.map((id) => ({ code: state.cells.get(id).editor.getValue() }))
+                           .filter((c) => c.code.trim());
+  if (!cells.length) return setStatus("connected", "nothing to share yet");
+  const response = await fetch("/api/share", { method: "POST", body: JSON.stringify({ cells }),
+                                               headers: { "Content-Type": "application/json" } });
+  const body = await response.json();
+  if (!response.ok) return setStatus("connected", body.error);
+  $("#sharebar").hidden = false;
+  const link = $("#sharelink");
+  link.value = location.origin + body.url;
+  link.select();
+  const inUrl = location.origin + "/s#z=" + await squeeze(JSON.stringify({ cells }));
+  $("#shareshort").hidden = inUrl.length > SHORT_URL;
+  $("#shareurl").href = inUrl;
+}
+
+$("#share").onclick = () => shareNow();
+$("#shareclose").onclick = () => { $("#sharebar").hidden = true; };
 $("#interrupt").onclick = () => send({ type: "interrupt" });
 $("#restart").onclick = () => send({ type: "restart" });
 setInterval(() => {
   if (state.ws && state.ws.readyState === WebSocket.OPEN) send({ type: "ping" });
 }, 20000);
-connect();
+sharedContent().then((shared) => { state.shared = shared; connect(); });

@@ -1,0 +1,76 @@
+"""Permalinks: store a worksheet's cells under a short random id.
+
+Ids are letters only (8 of them: 52^8 ≈ 5e13), drawn at random and retried on
+a collision, never sequential. The same content always gets the same id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import string
+
+import psycopg2
+
+from web.db import Database
+
+ALPHABET = string.ascii_letters
+ID_LENGTH = 8
+MAX_CONTENT = 256 << 10  # bytes of JSON
+MAX_CELLS = 500
+
+
+class ShareError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def normalize(body) -> dict:
+    """The stored form: {"engine": ..., "cells": [{"code": ...}]}; bad input refused."""
+    if not isinstance(body, dict) or not isinstance(body.get("cells"), list):
+        raise ShareError(400, "send {\"cells\": [{\"code\": ...}, ...]}")
+    cells = body["cells"]
+    if not cells or len(cells) > MAX_CELLS:
+        raise ShareError(400, f"share 1 to {MAX_CELLS} cells")
+    if not all(isinstance(c, dict) and isinstance(c.get("code"), str) for c in cells):
+        raise ShareError(400, "every cell needs its 'code' as a string")
+    engine = body.get("engine")
+    if engine not in (None, "sage", "python"):
+        raise ShareError(400, "'engine' must be 'sage' or 'python'")
+    content = {"engine": engine, "cells": [{"code": c["code"]} for c in cells]}
+    size = len(json.dumps(content))
+    if size > MAX_CONTENT:
+        raise ShareError(413, f"the worksheet is {size} bytes; a link holds at most "
+                         f"{MAX_CONTENT}")
+    return content
+
+
+def store(db: Database, content: dict) -> str:
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    existing = db.execute("SELECT id FROM short_urls WHERE content_hash = %s", (digest,))
+    if existing:
+        return existing[0][0]
+    for _ in range(10):
+        link = "".join(secrets.choice(ALPHABET) for _ in range(ID_LENGTH))
+        try:
+            rows = db.execute(
+                "INSERT INTO short_urls (id, content, content_hash) VALUES (%s, %s, %s) "
+                "ON CONFLICT (content_hash) DO UPDATE SET content_hash = EXCLUDED.content_hash "
+                "RETURNING id", (link, text, digest))
+            return rows[0][0]
+        except psycopg2.errors.UniqueViolation:
+            continue  # the random id was taken: draw another
+    raise ShareError(503, "could not find a free link id; try again")
+
+
+def open_link(db: Database, link: str) -> dict | None:
+    """The content behind an id, counting the visit; None when there is none."""
+    if not (6 <= len(link) <= 16 and link.isascii() and link.isalpha()):
+        return None
+    rows = db.execute("UPDATE short_urls SET opened = opened + 1, last_opened = now() "
+                      "WHERE id = %s RETURNING content", (link,))
+    return rows[0][0] if rows else None
