@@ -18,6 +18,8 @@ import sys
 import traceback
 from typing import Any
 
+from sage_worker import interact
+from sage_worker.interact import Interacts
 from sage_worker.output import FdPump, OutputLimit, OutputStream, StreamFile, start_background
 
 # errno values that mean a resource limit stopped the code
@@ -39,6 +41,8 @@ class Executor:
         sys.stderr = StreamFile(self.stream, "stderr", 2, self.pump)
         sys.displayhook = self.show
         engine.prepare_child(self.namespace, self.show)
+        self.interacts = Interacts(self.namespace, self._announce_interact, self._run_interact)
+        self.namespace.update(interact.NAMES, interact=self.interacts.decorator)
         signal.signal(signal.SIGINT, self._on_interrupt)
         start_background(self.stream, self.pump)
 
@@ -54,17 +58,25 @@ class Executor:
                 return
             if request.get("op") == "execute":
                 self.execute(request["execution"], request["code"])
+            elif request.get("op") == "interact":
+                self.execute(request["execution"], None, request["interact"],
+                             request["values"])
 
     # -- one execution
 
-    def execute(self, execution: str, code: str) -> None:
+    def execute(self, execution: str, code: str | None, interact_id: str | None = None,
+                values: dict | None = None) -> None:
+        """Run a cell's code, or (code None) an interact's function with new values."""
         self.count += 1
         filename = f"<cell {self.count}>"
         self.stream.begin(execution)
         status = "ok"
         try:
             self.executing = True
-            self._run(code, filename)
+            if code is None:
+                self.interacts.update(interact_id, values or {})
+            else:
+                self._run(code, filename)
             for mime, data in self.engine.figures():
                 self.image(mime, data)
         except OutputLimit:
@@ -105,6 +117,25 @@ class Executor:
         self.stream.send({"kind": "done", "status": status})
         self.stream.execution = None
 
+    # -- interacts
+
+    def _announce_interact(self, interact_id: str, controls: list[dict]) -> None:
+        self.stream.send({"kind": "interact", "interact": interact_id, "controls": controls})
+
+    def _run_interact(self, interact_id: str, function, kwargs: dict) -> None:
+        """One run of an interact's function: its output is tagged with the
+        interact; an exception shows there and leaves the controls working."""
+        outer, self.stream.tag = self.stream.tag, interact_id
+        try:
+            self.show(function(**kwargs))
+            for mime, data in self.engine.figures():
+                self.image(mime, data)
+        except Exception as exc:
+            self.report(exc, "<cell")
+        finally:
+            self.stream.flush()
+            self.stream.tag = outer
+
     # -- what an execution emits
 
     def show(self, value: Any) -> None:
@@ -125,7 +156,7 @@ class Executor:
     def report(self, exc: BaseException, filename: str) -> None:
         """A traceback that starts at the user's code, without the worker's frames."""
         tb = exc.__traceback__
-        while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell "):
+        while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell"):
             tb = tb.tb_next
         if isinstance(exc, SyntaxError):
             shown = linecache.getline(filename, exc.lineno or 0)

@@ -34,6 +34,7 @@ class OutputStream:
         self.cap = cap
         self.lock = threading.RLock()
         self.execution: str | None = None
+        self.tag: str | None = None  # the interact whose output this is, if any
         self.pending: list[list[str]] = []  # [[name, text], ...]
         self.pending_bytes = 0
         self.oldest = 0.0
@@ -79,6 +80,8 @@ class OutputStream:
     def _append(self, name: str, text: str) -> None:
         if not text:
             return
+        if self.pending and self.pending[-1][2] != self.tag:
+            self._flush_locked()  # text of another interact (or of none)
         if not self.pending:
             self.oldest = time.monotonic()
             with contextlib.suppress(BlockingIOError):
@@ -86,13 +89,16 @@ class OutputStream:
         if self.pending and self.pending[-1][0] == name:
             self.pending[-1][1] += text
         else:
-            self.pending.append([name, text])
+            self.pending.append([name, text, self.tag])
         self.pending_bytes += len(text)
 
     def _flush_locked(self) -> None:
         pending, self.pending, self.pending_bytes = self.pending, [], 0
-        for name, text in pending:
-            self._send({"kind": "stream", "name": name, "text": text}, None)
+        for name, text, tag in pending:
+            message = {"kind": "stream", "name": name, "text": text}
+            if tag:
+                message["interact"] = tag
+            self._send(message, None)
 
     def flush(self) -> None:
         with self.lock:
@@ -102,6 +108,8 @@ class OutputStream:
         """Anything else the execution emits: first the text before it."""
         with self.lock:
             self._flush_locked()
+            if self.tag and "interact" not in message and message.get("kind") != "done":
+                message["interact"] = self.tag
             self._send(message, blob)
 
     def flush_if_old(self) -> float | None:

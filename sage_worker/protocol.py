@@ -24,7 +24,7 @@ MAX_REQUEST_BYTES = 1 << 20  # a request larger than this is refused unread
 MAX_ID_LENGTH = 64
 
 DONE_STATUSES = ("ok", "error", "interrupted", "timeout", "limit", "killed")
-OUTPUT_TYPES = ("stream", "result", "image", "error", "notice", "done")
+OUTPUT_TYPES = ("stream", "result", "image", "error", "notice", "done", "interact")
 
 # request type -> {field: type} of required fields
 REQUESTS: dict[str, dict[str, type]] = {
@@ -34,6 +34,7 @@ REQUESTS: dict[str, dict[str, type]] = {
     "interrupt": {"session": str},
     "restart": {"session": str},
     "end": {"session": str},
+    "interact": {"session": str, "execution": str, "interact": str, "values": dict},
 }
 
 

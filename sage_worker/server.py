@@ -38,6 +38,7 @@ MAX_QUEUE = 100
 OUTPUT_FIELDS = {
     "stream": ("name", "text"), "result": ("data",), "image": ("mime", "size", "sha1"),
     "error": ("ename", "evalue", "traceback"), "notice": ("text",), "done": ("status",),
+    "interact": ("interact", "controls"),
 }
 
 
@@ -217,6 +218,8 @@ class Worker:
             session = self._restart(session, identity, re)
             self._send(identity, protocol.reply("restarted", re, session=session.id,
                                                 pid=session.pid))
+        elif kind == "interact":
+            self._execute(session, identity, request, re)
         elif kind == "end":
             self._kill(session, "ended")
             self._send(identity, protocol.reply("ended", re, session=session.id))
@@ -329,7 +332,8 @@ class Worker:
         if len(session.queue) >= MAX_QUEUE:
             raise ProtocolError("queue_full", f"{MAX_QUEUE} executions are already waiting "
                                 "in this session", re)
-        session.queue.append(Execution(identity, request["execution"], request["code"]))
+        session.queue.append(Execution(identity, request["execution"], request.get("code"),
+                                       request.get("interact"), request.get("values")))
         session.owner = identity
         self._next(session)
 
@@ -341,8 +345,12 @@ class Worker:
         session.current = execution
         session.set_state(State.BUSY)
         try:
-            session.sock.sendall(channel.encode({"op": "execute", "execution": execution.id,
-                                                 "code": execution.code}))
+            if execution.interact is None:
+                request = {"op": "execute", "execution": execution.id, "code": execution.code}
+            else:
+                request = {"op": "interact", "execution": execution.id,
+                           "interact": execution.interact, "values": execution.values}
+            session.sock.sendall(channel.encode(request))
         except (BlockingIOError, OSError):
             # The child is gone or not reading: it is killed and reported.
             self._kill(session, "killed")
@@ -401,6 +409,8 @@ class Worker:
         if execution is None or kind not in OUTPUT_FIELDS:
             return
         fields = {k: message.get(k) for k in OUTPUT_FIELDS[kind]}
+        if "interact" in message:
+            fields["interact"] = message["interact"]
         if kind == "done":
             if execution.timed_out:
                 fields["status"] = "timeout"

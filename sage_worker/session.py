@@ -30,7 +30,9 @@ ALLOWED = {
 class Execution:
     owner: bytes  # ZeroMQ identity that asked for it and receives its output
     id: str
-    code: str
+    code: str | None
+    interact: str | None = None  # an interact's re-run: its id and the control values
+    values: dict | None = None
     deadline: float = 0.0  # wall-time limit (monotonic)
     timed_out: bool = False
     kill_at: float | None = None  # when an interrupt that did not work turns into a kill

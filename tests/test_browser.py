@@ -249,3 +249,40 @@ def test_unknown_link_shows_the_404_page(chromium, appliance):
         page.screenshot(path=ARTIFACTS / "unknown_link.png")
     finally:
         context.close()
+
+
+def test_interacts_with_sliders_and_input_boxes(page):
+    run_cell(page, "@interact\ndef square(n=slider(1, 20, 1, default=3)):\n"
+                   "    print('square', n^2)\n"
+                   "@interact\ndef twice(x=input_box(5, label='x value'), show_it=True):\n"
+                   "    if show_it:\n        print('twice', 2*x)", 0)
+    first, second = (cell(page, 0).locator(".interact").nth(i) for i in range(2))
+    expect(first.locator(".interact-output")).to_have_text("square 9")
+    expect(second.locator(".interact-output")).to_have_text("twice 10")
+    slider = first.locator("input[type=range]")
+    slider.focus()
+    for _ in range(4):  # arrow keys: several quick changes
+        page.keyboard.press("ArrowRight")
+    expect(first.locator(".interact-output")).to_have_text("square 49")
+    expect(first.locator(".value")).to_have_text("7")
+    expect(second.locator(".interact-output")).to_have_text("twice 10")  # untouched
+    box = second.locator("input[type=text]")
+    box.fill("21 + 1")
+    box.press("Enter")
+    expect(second.locator(".interact-output")).to_have_text("twice 44")
+    expect(first.locator(".interact-output")).to_have_text("square 49")
+    second.locator("input[type=checkbox]").uncheck()
+    expect(second.locator(".interact-output")).to_have_text("")
+
+
+def test_an_error_in_an_interact_keeps_its_controls_working(page):
+    run_cell(page, "@interact\ndef inverse(k=[1, 0, 4]):\n    print(1/k)", 0)
+    it = cell(page, 0).locator(".interact")
+    expect(it.locator(".interact-output")).to_have_text("1")
+    it.locator("select").select_option(label="0")
+    expect(it.locator(".error")).to_contain_text("ZeroDivisionError")
+    it.locator("select").select_option(label="4")
+    expect(it.locator(".interact-output")).to_have_text("1/4")
+    page.click("#restart")
+    expect(it).to_have_class(re.compile("ended"))
+    expect(it.locator("select")).to_be_disabled()

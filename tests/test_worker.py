@@ -380,3 +380,51 @@ def test_children_are_reaped_promptly(worker):
     wait_for(lambda: zombies_of(worker.proc.pid) == [], timeout=5,
              what="the worker to reap its children")
     assert client.request("ping")["sessions"] == 0
+
+
+def interact_run(client, session, interact_id, values):
+    execution = f"u{time.monotonic_ns()}"
+    client.send_raw(protocol.request("interact", "q", session=session, execution=execution,
+                                     interact=interact_id, values=values))
+    return client.collect(execution)
+
+
+def test_interact_announces_controls_from_sage_style_shorthands(client, session):
+    result = client.run(session, "@interact\ndef f(n=(1, 5), t='hi', b=False, c=['x', 'y'],"
+                                 " s=slider(0, 1, 0.25, default=0.5), k=color_selector()):\n"
+                                 "    print(n, t, b, c, s, k)")
+    [announce] = result.of("interact")
+    kinds = {c["name"]: c["type"] for c in announce["controls"]}
+    assert kinds == {"n": "slider", "t": "input_box", "b": "checkbox", "c": "selector",
+                     "s": "slider", "k": "color"}
+    slider = next(c for c in announce["controls"] if c["name"] == "s")
+    assert slider["labels"] == ["0.0", "0.25", "0.5", "0.75", "1.0"] and slider["value"] == 2
+    [printed] = [m for m in result.of("stream") if m.get("interact") == announce["interact"]]
+    assert printed["text"] == "1 hi False x 0.5 #1d3557\n"
+    again = interact_run(client, session, announce["interact"],
+                         {"n": 4, "t": "yo", "b": True, "c": 1, "s": 4, "k": "#ff0000"})
+    assert [m["text"] for m, _ in again if m["type"] == "stream"] == \
+        ["5 yo True y 1.0 #ff0000\n"]
+    assert again[-1][0]["status"] == "ok"
+
+
+def test_interact_input_boxes_evaluate_in_the_session(client, session):
+    client.run(session, "base = 100")
+    result = client.run(session, "@interact\ndef f(x=input_box(1)):\n    return x + 1")
+    interact_id = result.of("interact")[0]["interact"]
+    assert result.of("result")[0]["data"]["text/plain"] == "2"
+    again = interact_run(client, session, interact_id, {"x": "base * 2"})
+    assert [m["data"]["text/plain"] for m, _ in again if m["type"] == "result"] == ["201"]
+
+
+def test_interact_errors_show_in_its_output_and_it_keeps_working(client, session):
+    result = client.run(session, "@interact\ndef f(k=[1, 0]):\n    print(1 / k)")
+    assert result.status == "ok"
+    interact_id = result.of("interact")[0]["interact"]
+    broken = interact_run(client, session, interact_id, {"k": 1})
+    error = next(m for m, _ in broken if m["type"] == "error")
+    assert error["ename"] == "ZeroDivisionError" and error["interact"] == interact_id
+    fixed = interact_run(client, session, interact_id, {"k": 0})
+    assert [m["text"] for m, _ in fixed if m["type"] == "stream"] == ["1.0\n"]
+    unknown = interact_run(client, session, "nope", {})
+    assert unknown[-1][0]["status"] == "error"

@@ -83,6 +83,7 @@ class Session:
         self.buffer_bytes = 0
         self.cells: dict[str, dict] = {}
         self.executions: dict[str, str] = {}  # execution id -> cell
+        self.interact_runs: dict[str, str] = {}  # execution id -> interact it re-runs
         self.counter = itertools.count(1)
         self.link = None
         self.worker_session: str | None = None
@@ -137,6 +138,23 @@ class Session:
         # its request id leads such an error back here.
         self.link.send("execute", f"exec|{self.id}|{execution}",
                        session=self.worker_session, execution=execution, code=code)
+
+    def interact(self, cell: str, interact_id: str, values: dict) -> None:
+        """Re-run an interact's function with new control values."""
+        execution = f"{cell}~{next(self.counter)}"
+        self.executions[execution] = cell
+        self.interact_runs[execution] = interact_id
+        self.publish({"type": "interact_run", "cell": cell, "interact": interact_id,
+                      "execution": execution})
+        if not (self.worker_session and self.link and self.link.alive):
+            self.publish({"type": "notice", "cell": cell, "execution": execution,
+                          "interact": interact_id,
+                          "text": "This interact's session has ended; run its cell again."})
+            self.publish({"type": "done", "cell": cell, "execution": execution,
+                          "interact": interact_id, "status": "killed"})
+            return
+        self.link.send("interact", f"exec|{self.id}|{execution}", session=self.worker_session,
+                       execution=execution, interact=interact_id, values=values)
 
     def execute_refused(self, execution: str, message: dict) -> None:
         if message.get("code") == "no_such_session":
@@ -198,6 +216,13 @@ class Session:
         out["cell"] = cell
         if kind == "image":
             out["url"] = blobs.url(blobs.store(self.manager.db, blob, message["mime"]))
+        execution = message["execution"]
+        if execution in self.interact_runs:  # not the cell's own run
+            out["interact"] = self.interact_runs[execution]
+            if kind == "done":
+                del self.interact_runs[execution]
+            self.publish(out)
+            return
         if kind == "done":
             self.cells[cell]["state"] = "done"
             self.cells[cell]["status"] = message["status"]
@@ -207,6 +232,13 @@ class Session:
 
     def _finish(self, execution: str, status: str, notice: str) -> None:
         cell = self.executions.get(execution)
+        if execution in self.interact_runs:
+            interact_id = self.interact_runs.pop(execution)
+            self.publish({"type": "notice", "cell": cell, "execution": execution,
+                          "interact": interact_id, "text": notice})
+            self.publish({"type": "done", "cell": cell, "execution": execution,
+                          "interact": interact_id, "status": status})
+            return
         if cell is None or self.cells[cell]["state"] == "done":
             return
         self.publish({"type": "notice", "cell": cell, "execution": execution, "text": notice})
@@ -218,6 +250,8 @@ class Session:
         for state in self.cells.values():
             if state["state"] != "done":
                 self._finish(state["execution"], "killed", why)
+        for execution in list(self.interact_runs):
+            self._finish(execution, "killed", why)
         self.publish({"type": "session_status", "state": "lost", "reason": why})
 
     def worker_lost(self, why: str) -> None:

@@ -51,4 +51,6 @@ def _dispatch(message: dict, connection: Connection, session: Session | None,
         session.interrupt()
     elif kind == "restart":
         session.restart()
+    elif kind == "interact":
+        session.interact(message["cell"], message["interact"], message["values"])
     return session

@@ -21,6 +21,7 @@ REQUESTS: dict[str, dict[str, tuple[type, bool]]] = {
     "interrupt": {},
     "restart": {},
     "ping": {},
+    "interact": {"cell": (str, True), "interact": (str, True), "values": (dict, True)},
 }
 
 
@@ -55,7 +56,7 @@ def parse(frame: str | bytes) -> dict[str, Any]:
         value = message[field]
         if not isinstance(value, expected) or isinstance(value, bool):
             raise WireError("bad_field", f"{kind}: '{field}' must be a {expected.__name__}")
-        if field in ("session", "cell") and not 0 < len(value) <= MAX_ID:
+        if field in ("session", "cell", "interact") and not 0 < len(value) <= MAX_ID:
             raise WireError("bad_field", f"{kind}: '{field}' must have 1 to {MAX_ID} "
                             "characters")
         if field == "last_seq" and value < 0:

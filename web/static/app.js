@@ -9,6 +9,7 @@ const SESSION_KEY = "salvus.session:" + location.pathname + location.hash;
 const state = {
   ws: null, session: sessionStorage.getItem(SESSION_KEY), lastSeq: 0,
   backoff: 250, cells: new Map(), order: [], attachedOnce: false, pingTimer: null,
+  interacts: new Map(),
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -83,6 +84,7 @@ function run(id) {
 
 // ------------------------------------------------------------------ output
 
+// A target is a cell, or an interact's own output area: {out, lastStream}.
 function appendStream(cell, name, text) {
   let block = cell.lastStream;
   if (!block || block.name !== name) {
@@ -130,6 +132,111 @@ function appendResult(cell, data) {
   cell.out.appendChild(div);
 }
 
+// ------------------------------------------------------------------ interacts
+
+function buildInteract(cell, message) {
+  const box = document.createElement("div");
+  box.className = "interact";
+  box.dataset.interact = message.interact;
+  const controls = document.createElement("div");
+  controls.className = "controls";
+  const out = document.createElement("div");
+  out.className = "interact-output";
+  box.append(controls, out);
+  const it = { id: message.interact, cell: cell.id, out, lastStream: null, values: {},
+               busy: false, pending: false, inputs: [], box };
+  for (const c of message.controls) {
+    const row = document.createElement("label");
+    row.className = "control";
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = c.label;
+    row.appendChild(name);
+    let input;
+    if (c.type === "slider") {
+      input = document.createElement("input");
+      Object.assign(input, { type: "range", min: c.min, max: c.max, step: c.step, value: c.value });
+      const shown = document.createElement("span");
+      shown.className = "value";
+      shown.textContent = c.labels[c.value];
+      input.addEventListener("input", () => {
+        shown.textContent = c.labels[input.value];
+        changed(it, c.name, Number(input.value));
+      });
+      row.append(input, shown);
+    } else if (c.type === "checkbox") {
+      input = document.createElement("input");
+      input.type = "checkbox";
+      input.checked = !!c.value;
+      input.addEventListener("change", () => changed(it, c.name, input.checked));
+      row.append(input);
+    } else if (c.type === "selector") {
+      input = document.createElement("select");
+      c.choices.forEach((choice, i) => input.add(new Option(choice, i, false, i === c.value)));
+      input.addEventListener("change", () => changed(it, c.name, Number(input.value)));
+      row.append(input);
+    } else if (c.type === "color") {
+      input = document.createElement("input");
+      input.type = "color";
+      input.value = c.value;
+      input.addEventListener("input", () => changed(it, c.name, input.value));
+      row.append(input);
+    } else {
+      input = document.createElement("input");
+      input.type = "text";
+      input.value = c.value;
+      input.addEventListener("change", () => changed(it, c.name, input.value));
+      row.append(input);
+    }
+    input.dataset.control = c.name;
+    it.values[c.name] = c.value;
+    it.inputs.push(input);
+    controls.appendChild(row);
+  }
+  state.interacts.set(it.id, it);
+  cell.out.appendChild(box);
+}
+
+// Dragging a slider must not queue hundreds of runs: while one runs, only the
+// latest values wait, and they go when it is done.
+function changed(it, name, value) {
+  it.values[name] = value;
+  if (it.busy) { it.pending = true; return; }
+  fire(it);
+}
+
+function fire(it) {
+  it.busy = true;
+  it.pending = false;
+  it.box.classList.add("busy");
+  send({ type: "interact", cell: it.cell, interact: it.id, values: { ...it.values } });
+}
+
+function interactMessage(it, message) {
+  switch (message.type) {
+    case "interact_run":
+      it.out.innerHTML = "";
+      it.lastStream = null;
+      it.busy = true;
+      break;
+    case "done":
+      it.busy = false;
+      it.box.classList.remove("busy");
+      if (it.pending) fire(it);
+      break;
+    default:
+      render(it, message);
+  }
+}
+
+function disableInteracts() {
+  for (const it of state.interacts.values()) {
+    it.box.classList.add("ended");
+    it.box.title = "The session ended: run the cell again to use these controls";
+    for (const input of it.inputs) input.disabled = true;
+  }
+}
+
 function apply(message) {
   if (message.seq !== undefined) {
     if (message.seq <= state.lastSeq) return;   // already shown (replay overlap)
@@ -138,10 +245,15 @@ function apply(message) {
   if (message.type === "session_status") {
     if (message.state === "lost") setStatus("lost", "session died — next run restarts it");
     else if (message.state === "restarted") setStatus("connected", "session restarted");
+    disableInteracts();
     return;
   }
   const cell = message.cell && state.cells.get(message.cell);
   if (!cell) return;
+  if (message.type === "interact") return buildInteract(cell, message);
+  if (message.interact && state.interacts.has(message.interact)) {
+    return interactMessage(state.interacts.get(message.interact), message);
+  }
   if (message.execution && cell.execution && message.execution !== cell.execution
       && message.type !== "queued") {
     return;   // output of an older run of this cell
@@ -152,42 +264,49 @@ function apply(message) {
       cell.execution = message.execution;
       setCellState(cell, "queued", "queued");
       break;
-    case "stream":
-      setCellState(cell, "running", "running");
-      appendStream(cell, message.name, message.text);
-      break;
-    case "result":
-      cell.lastStream = null;
-      appendResult(cell, message.data);
-      break;
-    case "image": {
-      cell.lastStream = null;
-      const img = document.createElement("img");
-      img.src = message.url;
-      img.alt = "figure";
-      cell.out.appendChild(img);
-      break;
-    }
-    case "error": {
-      cell.lastStream = null;
-      const pre = document.createElement("pre");
-      pre.className = "error";
-      pre.textContent = message.traceback;
-      cell.out.appendChild(pre);
-      break;
-    }
-    case "notice": {
-      cell.lastStream = null;
-      const div = document.createElement("div");
-      div.className = "notice";
-      div.textContent = message.text;
-      cell.out.appendChild(div);
-      break;
-    }
     case "done":
       setCellState(cell, "done-" + message.status, message.status === "ok" ? "" : message.status);
       cell.el.dataset.status = message.status;
       break;
+    default:
+      if (message.type === "stream") setCellState(cell, "running", "running");
+      render(cell, message);
+  }
+}
+
+function render(target, message) {
+  switch (message.type) {
+    case "stream":
+      appendStream(target, message.name, message.text);
+      break;
+    case "result":
+      target.lastStream = null;
+      appendResult(target, message.data);
+      break;
+    case "image": {
+      target.lastStream = null;
+      const img = document.createElement("img");
+      img.src = message.url;
+      img.alt = "figure";
+      target.out.appendChild(img);
+      break;
+    }
+    case "error": {
+      target.lastStream = null;
+      const pre = document.createElement("pre");
+      pre.className = "error";
+      pre.textContent = message.traceback;
+      target.out.appendChild(pre);
+      break;
+    }
+    case "notice": {
+      target.lastStream = null;
+      const div = document.createElement("div");
+      div.className = "notice";
+      div.textContent = message.text;
+      target.out.appendChild(div);
+      break;
+    }
   }
 }
 
