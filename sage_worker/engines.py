@@ -18,7 +18,9 @@ import sys
 import time
 from typing import Any
 
-Image = tuple[str, bytes]  # (mime type, bytes)
+Image = tuple[str, bytes, int | None]  # (mime type, bytes, width in CSS pixels)
+SVG_MAX = 200 << 10  # a plain vector plot up to this size goes as SVG, others as PNG
+PNG_SCALE = 2  # PNGs are drawn at twice their shown size: sharp on high-DPI screens
 
 
 def _version(dist: str) -> str:
@@ -53,6 +55,7 @@ class PythonEngine:
 
         fig = plt.figure(figsize=(2, 2))
         fig.gca().plot([0, 1], [0, 1])
+        figure_images(fig)
         fig.savefig(io.BytesIO(), format="png")
         plt.close("all")
         sympy.latex(sympy.Symbol("x") ** 2 / 3)
@@ -88,7 +91,7 @@ class PythonEngine:
         """What a final expression's value shows as: representations and images."""
         figure = _matplotlib_figure(value)
         if figure is not None:
-            return {}, [("image/png", _png(figure))]
+            return {}, figure_images(figure)
         data = {"text/plain": repr(value)}
         data.update(_rich(value))
         return data, []
@@ -99,7 +102,7 @@ class PythonEngine:
             return []
         import matplotlib.pyplot as plt
 
-        images = [("image/png", _png(plt.figure(n))) for n in plt.get_fignums()]
+        images = [image for n in plt.get_fignums() for image in figure_images(plt.figure(n))]
         plt.close("all")
         return images
 
@@ -114,10 +117,23 @@ def _matplotlib_figure(value: Any):
     return None
 
 
-def _png(figure) -> bytes:
+def _png(figure, scale: int = 1) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
+    figure.savefig(buffer, format="png", bbox_inches="tight", dpi=figure.dpi * scale)
     return buffer.getvalue()
+
+
+def figure_images(figure) -> list[Image]:
+    """SVG for a plain vector plot under SVG_MAX; otherwise (raster content, or
+    too many points) a PNG at PNG_SCALE, shown at its natural size."""
+    if not any(ax.images for ax in figure.axes):
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="svg", bbox_inches="tight")
+        if buffer.tell() <= SVG_MAX:
+            return [("image/svg+xml", buffer.getvalue(), None)]
+    png = _png(figure, PNG_SCALE)
+    width = int.from_bytes(png[16:20], "big") // PNG_SCALE  # from the IHDR chunk
+    return [("image/png", png, width)]
 
 
 def _defines(value: Any, method: str) -> bool:
@@ -199,8 +215,11 @@ class SageEngine(PythonEngine):
         from sage.plot.graphics import Graphics
 
         super().prepare_child(namespace, show)
+        from sage.plot.multigraphics import MultiGraphics
+
         namespace["show"] = lambda obj, **kwargs: show(obj)
         Graphics.show = lambda self, **kwargs: show(self)
+        MultiGraphics.show = lambda self, **kwargs: show(self)
 
     def transform(self, code: str) -> tuple[str, str]:
         from sage.repl.preparse import preparse_file
@@ -215,12 +234,13 @@ class SageEngine(PythonEngine):
 
     def display(self, value: Any) -> tuple[dict[str, str], list[Image]]:
         from sage.plot.graphics import Graphics
+        from sage.plot.multigraphics import MultiGraphics
 
-        if isinstance(value, Graphics):
-            return {}, [("image/png", _png(value.matplotlib()))]
+        if isinstance(value, Graphics | MultiGraphics):
+            return {}, figure_images(value.matplotlib())
         figure = _matplotlib_figure(value)
         if figure is not None:
-            return {}, [("image/png", _png(figure))]
+            return {}, figure_images(figure)
         # Sage's own latex() rather than SageObject._repr_latex_ (which wraps
         # the same in $\displaystyle$).
         data = {"text/plain": repr(value)}

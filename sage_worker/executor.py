@@ -77,8 +77,8 @@ class Executor:
                 self.interacts.update(interact_id, values or {})
             else:
                 self._run(code, filename)
-            for mime, data in self.engine.figures():
-                self.image(mime, data)
+            for image in self.engine.figures():
+                self.image(*image)
         except OutputLimit:
             status = "limit"
         except KeyboardInterrupt:
@@ -128,8 +128,8 @@ class Executor:
         outer, self.stream.tag = self.stream.tag, interact_id
         try:
             self.show(function(**kwargs))
-            for mime, data in self.engine.figures():
-                self.image(mime, data)
+            for image in self.engine.figures():
+                self.image(*image)
         except Exception as exc:
             self.report(exc, "<cell")
         finally:
@@ -144,14 +144,17 @@ class Executor:
             return
         builtins._ = value
         data, images = self.engine.display(value)
-        for mime, blob in images:
-            self.image(mime, blob)
+        for image in images:
+            self.image(*image)
         if data:
             self.stream.send({"kind": "result", "data": data})
 
-    def image(self, mime: str, data: bytes) -> None:
-        self.stream.send({"kind": "image", "mime": mime, "size": len(data),
-                          "sha1": hashlib.sha1(data).hexdigest()}, data)
+    def image(self, mime: str, data: bytes, width: int | None = None) -> None:
+        message = {"kind": "image", "mime": mime, "size": len(data),
+                   "sha1": hashlib.sha1(data).hexdigest()}
+        if width:
+            message["width"] = width  # CSS pixels: a PNG drawn at twice that
+        self.stream.send(message, data)
 
     def report(self, exc: BaseException, filename: str) -> None:
         """A traceback that starts at the user's code, without the worker's frames."""

@@ -36,7 +36,7 @@ from sage_worker.system import System
 
 MAX_QUEUE = 100
 OUTPUT_FIELDS = {
-    "stream": ("name", "text"), "result": ("data",), "image": ("mime", "size", "sha1"),
+    "stream": ("name", "text"), "result": ("data",), "image": ("mime", "size", "sha1", "width"),
     "error": ("ename", "evalue", "traceback"), "notice": ("text",), "done": ("status",),
     "interact": ("interact", "controls"),
 }

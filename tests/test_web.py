@@ -119,9 +119,11 @@ def test_images_are_blobs_available_the_moment_they_are_announced(stack, browser
         if message["type"] == "image":
             with urllib.request.urlopen(web.url + message["url"], timeout=5) as response:
                 assert response.status == 200
-                assert response.headers["Content-Type"] == "image/png"
+                assert response.headers["Content-Type"].split(";")[0] == message["mime"] \
+                    == "image/svg+xml"
                 assert "immutable" in response.headers["Cache-Control"]
-                assert response.read().startswith(b"\x89PNG")
+                assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+                assert b"<svg" in response.read()[:400]
             break
     assert b.until_done("p")[-1]["status"] == "ok"
 
@@ -259,7 +261,7 @@ def test_api_images_are_urls_that_load(stack):
         {"code": "import matplotlib.pyplot as plt\nplt.plot([1, 2])"}).encode())
     assert status == 200 and len(answer["images"]) == 1
     with urllib.request.urlopen(web.url + answer["images"][0]["url"], timeout=5) as response:
-        assert response.read().startswith(b"\x89PNG")
+        assert b"<svg" in response.read()[:400]
 
 
 def test_api_timeout_stops_the_code(stack):

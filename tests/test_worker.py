@@ -127,12 +127,13 @@ def test_error_shows_a_clean_traceback(client, session):
     assert "sage_worker" not in syntax.of("error")[0]["traceback"]
 
 
-def test_matplotlib_figures_become_png_images_with_their_hash(client, session):
+def test_matplotlib_figures_become_images_with_their_hash(client, session):
     result = client.run(session, "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\n"
                                  "plt.show()")
     [image] = result.of("image")
     blob = result.blobs[result.messages.index(image)]
-    assert image["mime"] == "image/png" and blob.startswith(b"\x89PNG")
+    # a plain vector plot goes as SVG
+    assert image["mime"] == "image/svg+xml" and b"<svg" in blob[:400]
     assert image["sha1"] == hashlib.sha1(blob).hexdigest() and image["size"] == len(blob)
     assert result.stderr == ""
     assert client.run(session, "1").of("image") == []  # figures were closed
@@ -428,3 +429,15 @@ def test_interact_errors_show_in_its_output_and_it_keeps_working(client, session
     assert [m["text"] for m, _ in fixed if m["type"] == "stream"] == ["1.0\n"]
     unknown = interact_run(client, session, "nope", {})
     assert unknown[-1][0]["status"] == "error"
+
+
+def test_raster_and_heavy_figures_go_as_sharp_pngs(client, session):
+    result = client.run(session, "import numpy as np, matplotlib.pyplot as plt\n"
+                                 "fig = plt.figure(figsize=(4, 3), dpi=100)\n"
+                                 "plt.imshow(np.random.rand(20, 20))\n"
+                                 "plt.figure(); plt.plot(np.random.rand(20000))")
+    images = result.of("image")
+    assert [i["mime"] for i in images] == ["image/png", "image/png"]
+    first = result.blobs[result.messages.index(images[0])]
+    pixels = int.from_bytes(first[16:20], "big")
+    assert images[0]["width"] * 2 == pixels  # drawn at twice the size it is shown

@@ -104,7 +104,10 @@ def create_app(config: dict | None = None) -> Flask:
             abort(404)
         mime, data = found
         return Response(data, mimetype=mime, headers={
-            "Cache-Control": "public, max-age=31536000, immutable", "ETag": sha1})
+            "Cache-Control": "public, max-age=31536000, immutable", "ETag": sha1,
+            # An SVG opened on its own must not run anything.
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+            "X-Content-Type-Options": "nosniff"})
 
     @app.get("/health")
     def health():

@@ -288,6 +288,7 @@ function render(target, message) {
       const img = document.createElement("img");
       img.src = message.url;
       img.alt = "figure";
+      if (message.width) img.style.width = message.width + "px";  // a 2x PNG
       target.out.appendChild(img);
       break;
     }
