@@ -92,6 +92,8 @@ class PythonEngine:
         figure = _matplotlib_figure(value)
         if figure is not None:
             return {}, figure_images(figure)
+        if type(value).__module__.startswith("sympy.plotting"):
+            return {}, []  # sympy drew into pyplot: the figure is shown, not its repr
         data = {"text/plain": repr(value)}
         data.update(_rich(value))
         return data, []

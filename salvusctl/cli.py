@@ -47,7 +47,7 @@ def cli(ctx: click.Context, data: Path) -> None:
 @click.option("--force", is_flag=True,
               help="Re-render the supervisord files from the config (database untouched).")
 @click.option("--base-port", type=click.IntRange(1, 65000),
-              help="Web port; workers use it +100 and the embedded database +200.")
+              help="Web port; workers use it +100, the database +200, memcached +300.")
 @click.option("--web", "web_count", type=click.IntRange(1, 64), help="Number of web frontends.")
 @click.option("--workers", type=click.IntRange(1, 256), help="Number of compute workers.")
 @click.option("--dsn", help="Use this PostgreSQL database instead of an embedded cluster.")
@@ -60,6 +60,7 @@ def init(obj: Context, force: bool, base_port: int | None, web_count: int | None
         overrides[("web", "port")] = base_port
         overrides[("worker", "port")] = base_port + 100
         overrides[("database", "port")] = base_port + 200
+        overrides[("memcached", "port")] = base_port + 300
     if web_count is not None:
         overrides[("web", "count")] = web_count
     if workers is not None:

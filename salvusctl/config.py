@@ -138,6 +138,13 @@ SCHEMA: tuple[Key, ...] = (
         "cluster folder)."),
     Key("database", "cluster", lambda: "", _text,
         "Folder of the embedded cluster. Empty: <data folder>/pg."),
+    Key("memcached", "enabled", lambda: "yes", _choice("yes", "no"),
+        "Run memcached (the program 'memcached') as a cache in front of blobs and\n"
+        "permalinks. Losing it only costs speed."),
+    Key("memcached", "port", lambda: "8380", PORT,
+        "Loopback TCP port of memcached."),
+    Key("memcached", "memory_mb", lambda: "64", _int_in(8, 1 << 20),
+        "Memory memcached may use, in MB."),
     Key("registry", "buffer", lambda: "10000", _int_in(10, 10_000_000),
         "Events the registry listener holds while the database is away; the\n"
         "oldest are dropped (and counted in its log) beyond it."),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,9 @@ from salvusctl.datadir import DataDir
 from salvusctl.errors import ConfigError, UnknownProgram
 from salvusctl.resources import templates_dir
 
-KINDS = ("postgres", "registry", "web", "worker")
+KINDS = ("postgres", "registry", "memcached", "web", "worker")
 # Start in this order; stop in the reverse one (database last).
-START_ORDER = {"postgres": 0, "registry": 1, "worker": 2, "web": 3}
+START_ORDER = {"postgres": 0, "registry": 1, "memcached": 1, "worker": 2, "web": 3}
 
 
 def kind_of(name: str) -> str:
@@ -75,6 +76,18 @@ def plan(data: DataDir, config: Config, service: Account | None) -> list[Program
             "command": _supervisor_value(f"{postgres.find_bindir() / 'postgres'} {args}"),
             "user_line": _user_line(service), "cluster": str(data.cluster(config)),
         }, (config.get("database", "port"),)))
+    memcached = None
+    if config.get("memcached", "enabled") == "yes":
+        port = config.get("memcached", "port")
+        memcached = f"{config.get('salvus', 'bind')}:{port}"
+        found.append(Program("memcached", "memcached.conf.in", {
+            **common, "name": "memcached",
+            "command": shlex.join([_memcached_binary(), "-l", config.get("salvus", "bind"),
+                                   "-p", str(port), "-U", "0", "-m",
+                                   str(config.get("memcached", "memory_mb")),
+                                   # memcached refuses root: as root it drops to this user
+                                   *(["-u", service.name] if service else [])]),
+        }, (port,)))
     found.append(Program("registry", "registry.conf.in", {
         **common, "name": "registry", "spool": str(data.registry_spool),
         "buffer": str(config.get("registry", "buffer")),
@@ -91,6 +104,7 @@ def plan(data: DataDir, config: Config, service: Account | None) -> list[Program
             **common, "name": f"web{i}", "index": str(i), "port": str(port),
             "workers_file": str(data.workers_file),
             "options": shlex.join([
+                *(["--memcached", memcached] if memcached else []),
                 "--sessions-per-browser", str(config.get("web", "sessions_per_browser")),
                 "--sessions-per-ip", str(config.get("web", "sessions_per_ip")),
                 "--session-linger", str(config.get("web", "session_linger")),
@@ -98,6 +112,14 @@ def plan(data: DataDir, config: Config, service: Account | None) -> list[Program
                 "--api-max-code", str(config.get("web", "api_max_code"))]),
         }, (port,)))
     _check_ports_distinct(found)
+    return found
+
+
+def _memcached_binary() -> str:
+    found = shutil.which("memcached") or "/usr/bin/memcached"
+    if not Path(found).exists():
+        raise ConfigError("memcached is not installed; install it (apt-get install memcached) "
+                          "or set [memcached] enabled = no in the config")
     return found
 
 

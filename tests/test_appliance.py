@@ -13,7 +13,7 @@ from tests.helpers import alive, processes_of, run, wait_for
 
 pytestmark = pytest.mark.slow
 
-PROGRAMS = ["postgres", "registry", "worker0", "worker1", "web0"]
+PROGRAMS = ["postgres", "memcached", "registry", "worker0", "worker1", "web0"]
 
 
 def status(data) -> dict[str, dict]:

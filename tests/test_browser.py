@@ -10,6 +10,7 @@ import shutil
 import signal
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -286,3 +287,66 @@ def test_an_error_in_an_interact_keeps_its_controls_working(page):
     page.click("#restart")
     expect(it).to_have_class(re.compile("ended"))
     expect(it.locator("select")).to_be_disabled()
+
+
+def test_images_still_load_when_memcached_dies_and_that_is_logged_once(page, appliance):
+    data, base = appliance
+    run_cell(page, "plot(x^3, (x, -1, 1))", 0)
+    url = f"http://127.0.0.1:{base}" + cell(page, 0).locator("img").get_attribute("src")
+    for _ in range(2):  # the second answer comes from memcached
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert b"<svg" in response.read()[:400]
+    pid = next(row["pid"] for row in json.loads(run(data, "status", "--json").stdout)
+               if row["name"] == "memcached")
+    run(data, "stop", "memcached")
+    try:
+        assert not alive_pid(pid)
+        for _ in range(5):
+            with urllib.request.urlopen(url, timeout=5) as response:
+                assert b"<svg" in response.read()[:400]
+        run_cell(page, "plot(sin(x)^2, (x, 0, 3))", 1)
+        image = cell(page, 1).locator("img")
+        wait_for(lambda: image.evaluate("img => img.complete && img.naturalWidth > 100"),
+                 timeout=10, what="the new image to load without memcached")
+        log = (data / "logs" / "web0.log").read_text()
+        assert log.count("memcached at") == 1 and "unavailable" in log
+    finally:
+        run(data, "start", "memcached")
+    time.sleep(6)  # past the retry pause: the next request finds it back
+    with urllib.request.urlopen(url, timeout=5) as response:
+        assert response.status == 200
+    wait_for(lambda: "is back" in (data / "logs" / "web0.log").read_text(), timeout=5,
+             what="the frontend to notice memcached is back")
+
+
+def alive_pid(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_shared_link_keeps_interact_values(page, chromium):
+    run_cell(page, "@interact\ndef f(n=slider(1, 10, 1, default=2), word='hi'):\n"
+                   "    print(word * n)", 0)
+    it = cell(page, 0).locator(".interact")
+    expect(it.locator(".interact-output")).to_have_text("hihi")
+    it.locator("input[type=range]").focus()
+    page.keyboard.press("ArrowRight")
+    expect(it.locator(".interact-output")).to_have_text("hihihi")
+    it.locator("input[type=text]").fill("yo")  # a str default: taken as text
+    it.locator("input[type=text]").press("Enter")
+    expect(it.locator(".interact-output")).to_have_text("yoyoyo")
+    page.click("#share")
+    url = page.locator("#sharelink").input_value()
+    context = chromium.new_context()
+    try:
+        other = context.new_page()
+        other.goto(url + "?run=1")
+        wait_ready(other)
+        shared = cell(other, 0).locator(".interact")
+        expect(shared.locator(".interact-output")).to_have_text("yoyoyo")
+        expect(shared.locator(".value")).to_have_text("3")
+    finally:
+        context.close()

@@ -50,7 +50,7 @@ def test_init_force_rerenders_from_the_edited_config(initialized):
 def test_every_rendered_key_is_documented(initialized):
     rendered = [initialized / "etc/supervisord.conf",
                 *sorted((initialized / "etc/supervisord.d").glob("*.conf"))]
-    assert len(rendered) == 5
+    assert len(rendered) == 6
     for path in rendered:
         text = path.read_text()
         assert "$" not in text, path

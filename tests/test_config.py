@@ -63,8 +63,8 @@ def plan_for(make_folder, **overrides):
 
 def test_plan_names_every_program_in_start_order(make_folder):
     found = plan_for(make_folder, web__count=2, worker__count=3)
-    assert [p.name for p in found] == ["postgres", "registry", "worker0", "worker1",
-                                       "worker2", "web0", "web1"]
+    assert [p.name for p in found] == ["postgres", "memcached", "registry", "worker0",
+                                       "worker1", "worker2", "web0", "web1"]
     assert [p.ports for p in found if p.kind == "web"] == [(8080,), (8081,)]
 
 
@@ -77,7 +77,9 @@ def test_select_expands_kinds_and_keeps_start_order(make_folder):
     found = plan_for(make_folder, worker__count=2)
     chosen = programs.select(found, ("web0", "worker", "postgres"))
     assert [p.name for p in chosen] == ["postgres", "worker0", "worker1", "web0"]
-    with pytest.raises(UnknownProgram, match=r"'nope'.*postgres, registry"):
+    assert [p.name for p in programs.select(found, ("web", "memcached"))] == [
+        "memcached", "web0"]
+    with pytest.raises(UnknownProgram, match=r"'nope'.*postgres, memcached, registry"):
         programs.select(found, ("nope",))
 
 

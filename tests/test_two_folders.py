@@ -28,7 +28,8 @@ def test_two_data_folders_both_run(make_folder):
         run(first, "start")
         run(second, "start")
         a, b = pids(first), pids(second)
-        assert set(a) == set(b) == {"postgres", "registry", "worker0", "web0"}
+        assert set(a) == set(b) == {"postgres", "memcached", "registry",
+                                       "worker0", "web0"}
         assert not set(a.values()) & set(b.values())
         # Each registry sees only its own instance's programs, with its own pids.
         for data, live in ((first, a), (second, b)):

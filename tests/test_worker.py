@@ -441,3 +441,9 @@ def test_raster_and_heavy_figures_go_as_sharp_pngs(client, session):
     first = result.blobs[result.messages.index(images[0])]
     pixels = int.from_bytes(first[16:20], "big")
     assert images[0]["width"] * 2 == pixels  # drawn at twice the size it is shown
+
+
+def test_sympy_plots_show_as_images_only(client, session):
+    result = client.run(session, "import sympy\nx = sympy.Symbol('x')\nsympy.plot(x**2)")
+    assert [m["type"] for m in result.messages] == ["image", "done"]
+    assert result.status == "ok"

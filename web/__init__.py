@@ -17,6 +17,7 @@ from flask import Flask, Response, abort, jsonify, request, send_from_directory
 from flask_sock import Sock
 
 from web import api, blobs, permalinks
+from web.cache import Cache
 from web.db import Database
 from web.sessions import Quotas, SessionManager
 from web.websocket import serve_browser
@@ -37,13 +38,14 @@ def log(message: str) -> None:
 def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.config.update(NAME="web", STARTED=time.time(), QUOTAS=Quotas(), DSN_FILE=None,
-                      API_LIMITS=api.ApiLimits(), MAX_CONTENT_LENGTH=2 << 20,
+                      API_LIMITS=api.ApiLimits(), MAX_CONTENT_LENGTH=2 << 20, MEMCACHED=None,
                       WORKERS_FILE=None,
                       SOCK_SERVER_OPTIONS={"ping_interval": 20, "max_message_size": 16 << 20})
     app.config.update(config or {})
     name = app.config["NAME"]
     say = lambda message: log(f"{name}: {message}")  # noqa: E731
     db = Database(app.config["DSN_FILE"])
+    cache = Cache(app.config["MEMCACHED"], say)
     manager = SessionManager(db, app.config["QUOTAS"], say)
     if app.config["WORKERS_FILE"]:
         from web.workers import WorkerPool
@@ -73,7 +75,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     @app.get("/s/<link>")
     def shared(link: str):
-        content = permalinks.open_link(db, link) if db.configured else None
+        content = permalinks.open_link(db, link, cache) if db.configured else None
         if content is None:
             return send_from_directory(STATIC, "missing.html", max_age=0), 404
         page = (STATIC / "index.html").read_text()
@@ -99,10 +101,16 @@ def create_app(config: dict | None = None) -> Flask:
 
     @app.get("/blobs/<sha1>")
     def blob(sha1: str):
-        found = blobs.load(db, sha1) if db.configured else None
-        if found is None:
-            abort(404)
-        mime, data = found
+        cached = cache.get(f"blob:{sha1}") if blobs.SHA1.match(sha1) else None
+        if cached is not None:
+            mime, _, data = cached.partition(b"\n")
+            mime = mime.decode()
+        else:
+            found = blobs.load(db, sha1) if db.configured else None
+            if found is None:
+                abort(404)
+            mime, data = found
+            cache.set(f"blob:{sha1}", mime.encode() + b"\n" + data)
         return Response(data, mimetype=mime, headers={
             "Cache-Control": "public, max-age=31536000, immutable", "ETag": sha1,
             # An SVG opened on its own must not run anything.

@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="web")
     parser.add_argument("--dsn-file")
     parser.add_argument("--workers-file")
+    parser.add_argument("--memcached", help="HOST:PORT of memcached (optional)")
     parser.add_argument("--sessions-per-browser", type=int, default=Quotas.per_browser)
     parser.add_argument("--sessions-per-ip", type=int, default=Quotas.per_ip)
     parser.add_argument("--session-linger", type=float, default=Quotas.linger)
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     api_limits = ApiLimits(max_code=args.api_max_code, max_timeout=args.api_timeout)
     app = create_app({"NAME": args.name, "DSN_FILE": args.dsn_file,
                       "WORKERS_FILE": args.workers_file, "QUOTAS": quotas,
-                      "API_LIMITS": api_limits})
+                      "API_LIMITS": api_limits, "MEMCACHED": args.memcached})
     listener = socket.socket(socket.AF_INET6 if ":" in args.bind else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Accepted sockets inherit it: no Nagle delay on small websocket frames.

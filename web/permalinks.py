@@ -6,11 +6,13 @@ a collision, never sequential. The same content always gets the same id.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
 import string
 
+import gevent
 import psycopg2
 
 from web.db import Database
@@ -37,10 +39,18 @@ def normalize(body) -> dict:
         raise ShareError(400, f"share 1 to {MAX_CELLS} cells")
     if not all(isinstance(c, dict) and isinstance(c.get("code"), str) for c in cells):
         raise ShareError(400, "every cell needs its 'code' as a string")
+    for c in cells:
+        values = c.get("interacts", [])
+        if not (isinstance(values, list) and all(
+                isinstance(v, dict) and all(isinstance(x, str | int | float | bool)
+                                            for x in v.values()) for v in values)):
+            raise ShareError(400, "a cell's 'interacts' must be a list of {control: value}")
     engine = body.get("engine")
     if engine not in (None, "sage", "python"):
         raise ShareError(400, "'engine' must be 'sage' or 'python'")
-    content = {"engine": engine, "cells": [{"code": c["code"]} for c in cells]}
+    content = {"engine": engine, "cells": [
+        {"code": c["code"], **({"interacts": c["interacts"]} if c.get("interacts") else {})}
+        for c in cells]}
     size = len(json.dumps(content))
     if size > MAX_CONTENT:
         raise ShareError(413, f"the worksheet is {size} bytes; a link holds at most "
@@ -67,10 +77,26 @@ def store(db: Database, content: dict) -> str:
     raise ShareError(503, "could not find a free link id; try again")
 
 
-def open_link(db: Database, link: str) -> dict | None:
-    """The content behind an id, counting the visit; None when there is none."""
+def open_link(db: Database, link: str, cache=None) -> dict | None:
+    """The content behind an id, counting the visit; None when there is none.
+    With a cache, a hot link's content comes from memcached and the visit is
+    counted in the background."""
     if not (6 <= len(link) <= 16 and link.isascii() and link.isalpha()):
         return None
+    cached = cache.get(f"link:{link}") if cache else None
+    if cached is not None:
+        gevent.spawn(_count_visit, db, link)
+        return json.loads(cached)
     rows = db.execute("UPDATE short_urls SET opened = opened + 1, last_opened = now() "
                       "WHERE id = %s RETURNING content", (link,))
-    return rows[0][0] if rows else None
+    if not rows:
+        return None
+    if cache:
+        cache.set(f"link:{link}", json.dumps(rows[0][0]).encode())
+    return rows[0][0]
+
+
+def _count_visit(db: Database, link: str) -> None:
+    with contextlib.suppress(Exception):  # a lost count is worth no error
+        db.execute("UPDATE short_urls SET opened = opened + 1, last_opened = now() "
+                   "WHERE id = %s", (link,))

@@ -195,6 +195,19 @@ function buildInteract(cell, message) {
   }
   state.interacts.set(it.id, it);
   cell.out.appendChild(box);
+  // A shared link restores the values its interacts had when it was made.
+  const saved = (cell.savedInteracts || [])[cell.out.querySelectorAll(".interact").length - 1];
+  if (saved) {
+    for (const input of it.inputs) {
+      const name = input.dataset.control;
+      if (!(name in saved)) continue;
+      if (input.type === "checkbox") input.checked = !!saved[name];
+      else input.value = saved[name];
+      const live = input.type === "range" || input.type === "color";
+      input.dispatchEvent(new Event(live ? "input" : "change"));
+      it.values[name] = saved[name];
+    }
+  }
 }
 
 // Dragging a slider must not queue hundreds of runs: while one runs, only the
@@ -370,7 +383,10 @@ function attached(message) {
       }
     }
     if (!state.order.length && state.shared) {
-      for (const saved of state.shared.cells) addCell(null, saved.code);
+      for (const saved of state.shared.cells) {
+        const id = addCell(null, saved.code);
+        state.cells.get(id).savedInteracts = saved.interacts || [];
+      }
       if (new URLSearchParams(location.search).get("run") === "1") {
         for (const id of state.order) run(id);
       }
@@ -412,8 +428,14 @@ async function sharedContent() {
 }
 
 async function shareNow() {
-  const cells = state.order.map((id) => ({ code: state.cells.get(id).editor.getValue() }))
-                           .filter((c) => c.code.trim());
+  // Each cell with the current values of its interacts, in the order they appear.
+  const cells = state.order.map((id) => {
+    const cell = state.cells.get(id);
+    const interacts = [...cell.out.querySelectorAll(".interact")]
+      .map((box) => ({ ...state.interacts.get(box.dataset.interact).values }));
+    return interacts.length ? { code: cell.editor.getValue(), interacts }
+                            : { code: cell.editor.getValue() };
+  }).filter((c) => c.code.trim());
   if (!cells.length) return setStatus("connected", "nothing to share yet");
   const response = await fetch("/api/share", { method: "POST", body: JSON.stringify({ cells }),
                                                headers: { "Content-Type": "application/json" } });
