@@ -14,7 +14,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from simple_websocket import Client
 from websockets.asyncio.client import connect
 
 from bench.common import p50, percentile, print_table, save
+from tests.helpers import terminate
 from tests.web_client import Browserish, WebProcess, free_port
 from tests.worker_client import WorkerProcess
 
@@ -140,12 +140,7 @@ class JupyterServer:
         return JupyterKernel(self, kernel_id)
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc, timeout=20)
         self.log.close()
 
 

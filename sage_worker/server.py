@@ -162,14 +162,7 @@ class Worker:
     def sweep_leftovers(self) -> None:
         """After a crash of a previous worker: no process of our uids, no old dirs."""
         if self.settings.uid_range is not None:
-            for _ in range(50):
-                pids = processes_of_uids(self.settings.uid_range)
-                if not pids:
-                    break
-                for pid in pids:
-                    with contextlib.suppress(ProcessLookupError):
-                        self.system.kill(pid, signal.SIGKILL)
-                time.sleep(0.005)
+            self._kill_uids(self.settings.uid_range)
         self.settings.sessions_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.settings.sessions_dir, 0o711)
         for old in self.settings.sessions_dir.iterdir():
@@ -381,15 +374,20 @@ class Worker:
             self._kill_uid(session.uid)
 
     def _kill_uid(self, uid: int) -> None:
+        self._kill_uids({uid})
+
+    def _kill_uids(self, uids: set[int] | range) -> None:
+        """SIGKILL every process of these uids until none is left (new ones may
+        appear while a fork loop runs: so, again and again, for a bounded time)."""
         for _ in range(50):
-            pids = processes_of_uid(uid)
+            pids = processes_of_uids(uids)
             if not pids:
                 return
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     self.system.kill(pid, signal.SIGKILL)
             time.sleep(0.005)
-        self.say(f"warning: processes of uid {uid} survived SIGKILL: {processes_of_uid(uid)}")
+        self.say(f"warning: processes survived SIGKILL: {processes_of_uids(uids)}")
 
     # ------------------------------------------------------------ children
 

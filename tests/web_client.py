@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 
 from simple_websocket import Client as WsClient
 from simple_websocket import ConnectionClosed
+
+from tests.helpers import terminate
 
 
 def free_port() -> int:
@@ -70,13 +71,7 @@ class WebProcess:
         raise AssertionError(f"frontend not ready: {self.log.read_text()}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout=10)
 
 
 class Browserish:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,8 +12,10 @@ from pathlib import Path
 import zmq
 
 from sage_worker import protocol
+from tests.helpers import terminate
 
 _ids = itertools.count(1)
+_workers = itertools.count()
 UIDS = 64  # session uids per test worker (by default)
 UID_SPAN = 256  # uids set aside per worker, so ranges never overlap
 
@@ -29,6 +30,9 @@ class WorkerProcess:
         self.sessions_dir = folder / "sessions"
         self.log = folder / "worker.log"
         self.port = _free_port()
+        # Distinct per live worker of this test process (and, by pid, of others):
+        # workers sweep their range, so two must never share one.
+        self._uid_base = 300000 + ((os.getpid() % 4096) * 64 + next(_workers) % 64) * UID_SPAN
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
@@ -43,8 +47,7 @@ class WorkerProcess:
         self.clients: list[Client] = []
 
     def uid_base(self) -> int:
-        # Distinct per worker so parallel workers never share session uids.
-        return 300000 + (self.port % 1000) * UID_SPAN
+        return self._uid_base
 
     def client(self) -> Client:
         client = Client(self.context, self.endpoint)
@@ -67,13 +70,7 @@ class WorkerProcess:
     def stop(self) -> None:
         for client in self.clients:
             client.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.context.term()
 
 
