@@ -46,7 +46,7 @@ class slider(Control):
     kind = "slider"
 
     def __init__(self, vmin, vmax=None, step_size=None, default=None, label=None):
-        if isinstance(vmin, list | tuple) and vmax is None:
+        if isinstance(vmin, list | tuple | range) and vmax is None:
             values = list(vmin)  # a slider over a list of values
         else:
             if vmax is None:
@@ -139,8 +139,10 @@ def control_for(default: Any) -> Control:
     if isinstance(default, tuple) and len(default) in (2, 3) and all(
             _is_number(v) for v in default):
         return slider(*default)
-    if isinstance(default, list):
+    if isinstance(default, list | tuple):  # choices (a tuple of 2-3 numbers is a slider)
         return selector(default)
+    if isinstance(default, range):
+        return slider(default)
     if default is inspect.Parameter.empty:
         return input_box("", type=None)
     return input_box(default)

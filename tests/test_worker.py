@@ -447,3 +447,15 @@ def test_sympy_plots_show_as_images_only(client, session):
     result = client.run(session, "import sympy\nx = sympy.Symbol('x')\nsympy.plot(x**2)")
     assert [m["type"] for m in result.messages] == ["image", "done"]
     assert result.status == "ok"
+
+
+def test_more_control_spellings(client, session):
+    result = client.run(session, "@interact\ndef f(a=('red', 'green'), b=range(0, 50, 10),"
+                                 " c=slider([2, 3, 5, 7]), d=selector(('x', 'y'), default='y'),"
+                                 " e=checkbox(False, label='flag')):\n    print(a, b, c, d, e)")
+    controls = {c["name"]: c for c in result.of("interact")[0]["controls"]}
+    assert [controls[n]["type"] for n in "abcde"] == ["selector", "slider", "slider",
+                                                      "selector", "checkbox"]
+    assert controls["b"]["labels"] == ["0", "10", "20", "30", "40"]
+    assert controls["e"]["label"] == "flag"
+    assert result.stdout == "red 0 2 y False\n"
