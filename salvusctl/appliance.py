@@ -7,6 +7,7 @@ a thin layer over it. ``say`` reports progress as each step happens.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -46,7 +47,10 @@ def port_in_use(bind: str, port: int) -> bool:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((bind, port))
-        except OSError:
+        except OSError as exc:
+            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                raise ConfigError(f"cannot listen on {bind}: it is not an address of this "
+                                  "host; fix [salvus] bind in the config") from None
             return True
     return False
 
@@ -227,6 +231,11 @@ class Appliance:
     # -- start
 
     def start(self, names: tuple[str, ...]) -> None:
+        service = service_account(self.config)
+        if programs.out_of_date(self.data, self.config, service):
+            # salvus.conf (or salvus itself) changed since the files were made.
+            written = programs.render_all(self.data, self.config, service)
+            self.say(f"updated {len(written)} supervisord files from {self.data.config_file}")
         chosen = programs.select(self.programs, names)
         if self.supervisor.reachable():
             self.supervisor.apply_config_changes(self.say)

@@ -183,29 +183,45 @@ def render_template(template: str, values: dict[str, str]) -> str:
         raise ConfigError(f"template {template} is broken ({exc!r}); reinstall salvus") from None
 
 
-def render_all(data: DataDir, config: Config, service: Account | None) -> list[Path]:
-    """Write supervisord.conf and one file per program; remove files of old programs."""
+def rendered(data: DataDir, config: Config, service: Account | None) -> dict[Path, str]:
+    """Every file salvusctl renders from the config, with its content."""
     found = plan(data, config, service)
-    data.programs_dir.mkdir(parents=True, exist_ok=True)
-    written = [data.supervisord_conf]
-    data.supervisord_conf.write_text(render_template("supervisord.conf.in", {
+    files = {data.supervisord_conf: render_template("supervisord.conf.in", {
         "data": str(data.root), "sock": str(data.supervisor_sock),
         "pidfile": str(data.supervisor_pid), "logs": str(data.logs),
         "programs": str(data.programs_dir), "instance": config.get("salvus", "instance"),
-    }))
+    })}
     # The frontends watch this file: workers added or removed take effect
     # without restarting them.
-    workers = [{"name": p.name, "endpoint": f"tcp://{config.get('salvus', 'bind')}:{p.ports[0]}"}
+    bind = config.get("salvus", "bind")
+    workers = [{"name": p.name, "endpoint": f"tcp://{bind}:{p.ports[0]}"}
                for p in found if p.kind == "worker"]
-    data.workers_file.write_text(json.dumps(workers, indent=2) + "\n")
-    written.append(data.workers_file)
-    wanted = set()
+    files[data.workers_file] = json.dumps(workers, indent=2) + "\n"
     for program in found:
-        path = data.programs_dir / f"{program.name}.conf"
-        path.write_text(render_template(program.template, program.values))
-        wanted.add(path)
-        written.append(path)
-    for stale in data.programs_dir.glob("*.conf"):
-        if stale not in wanted:
-            stale.unlink()
-    return written
+        files[data.programs_dir / f"{program.name}.conf"] = render_template(
+            program.template, program.values)
+    return files
+
+
+def out_of_date(data: DataDir, config: Config, service: Account | None) -> bool:
+    """Whether the files on disk differ from what the config renders to now."""
+    files = rendered(data, config, service)
+    on_disk = set(data.programs_dir.glob("*.conf"))
+    if on_disk != {p for p in files if p.parent == data.programs_dir}:
+        return True
+    return any(not path.exists() or path.read_text() != text for path, text in files.items())
+
+
+def render_all(data: DataDir, config: Config, service: Account | None) -> list[Path]:
+    """Write every rendered file (atomically: frontends may be reading the
+    workers file) and remove the files of programs that are gone."""
+    files = rendered(data, config, service)
+    data.programs_dir.mkdir(parents=True, exist_ok=True)
+    for path, text in files.items():
+        temporary = path.with_name(path.name + ".new")
+        temporary.write_text(text)
+        temporary.replace(path)
+    for old in data.programs_dir.glob("*.conf"):
+        if old not in files:
+            old.unlink()
+    return list(files)

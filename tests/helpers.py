@@ -17,12 +17,13 @@ COMMAND_TIMEOUT = 180
 
 
 def run(data: Path, *args: str, check: bool = True, timeout: float = COMMAND_TIMEOUT,
-        salvusctl: list[str] | None = None) -> subprocess.CompletedProcess:
+        salvusctl: list[str] | None = None, env: dict | None = None
+        ) -> subprocess.CompletedProcess:
     """Run salvusctl as an admin would, in its own process."""
     result = subprocess.run(
         [*(salvusctl or SALVUSCTL), "--data", str(data), *args],
         capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-        check=False,
+        check=False, env={**os.environ, **(env or {})},
     )
     if check and result.returncode != 0:
         raise AssertionError(

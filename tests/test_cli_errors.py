@@ -113,14 +113,18 @@ def test_failed_init_leaves_nothing_behind(data_path):
     assert not data_path.exists()
 
 
-def test_program_that_fails_to_start_is_reported_with_its_log(initialized):
-    # A web frontend with a port outside the valid range dies at once.
-    conf = initialized / "etc/supervisord.d/web0.conf"
-    conf.write_text(conf.read_text().replace("--port ", "--port 99999 --x "))
-    result = run(initialized, "start", check=False)
+def test_program_that_fails_to_start_is_reported_with_its_log(initialized, make_folder):
+    # A frontend whose code crashes on import: a 'web' package earlier on the
+    # path, which supervisord's programs inherit through PYTHONPATH.
+    broken = make_folder()
+    (broken / "web").mkdir()
+    (broken / "web" / "__init__.py").write_text("raise SystemExit('this frontend is broken')")
+    (broken / "web" / "__main__.py").write_text("")
+    result = run(initialized, "start", check=False, env={"PYTHONPATH": str(broken)})
     try:
         assert_one_line_error(result, 10, "web0", "web0.log", "salvusctl start web0")
         assert "last lines of" in result.stdout
+        assert "this frontend is broken" in result.stdout
     finally:
         run(initialized, "stop", check=False)
     assert processes_of(initialized) == {}
@@ -143,3 +147,28 @@ def test_restart_without_supervisord_says_to_start(initialized):
 def test_check_without_database_says_how_to_start_it(initialized):
     result = run(initialized, "check", check=False)
     assert_one_line_error(result, 7, "database is not running", "salvusctl start postgres")
+
+
+def test_start_applies_an_edited_config_without_init_force(initialized):
+    config = initialized / "salvus.conf"
+    text = config.read_text().replace("count = 1", "count = 2", 1)  # [web] count
+    config.write_text(text.replace("enabled = yes", "enabled = no"))  # [memcached]
+    try:
+        result = run(initialized, "start")
+        assert "updated" in result.stdout and "supervisord files" in result.stdout
+        names = [line.split()[0] for line in run(initialized, "status").stdout.splitlines()]
+        assert "web1" in names and "memcached" not in names
+        assert not (initialized / "etc/supervisord.d/memcached.conf").exists()
+        again = run(initialized, "start")
+        assert "updated" not in again.stdout
+    finally:
+        run(initialized, "stop", check=False)
+
+
+def test_a_bind_address_not_on_this_host_is_named(initialized):
+    config = initialized / "salvus.conf"
+    config.write_text(config.read_text().replace("bind = 127.0.0.1", "bind = 192.0.2.1"))
+    result = run(initialized, "start", check=False)
+    assert_one_line_error(result, 3, "192.0.2.1", "not an address of this host",
+                          "[salvus] bind")
+    assert processes_of(initialized) == {}
