@@ -153,7 +153,7 @@ SCHEMA: tuple[Key, ...] = (
 HEADER = """\
 # Salvus configuration: the single source of truth for this data folder.
 # salvusctl renders every supervisord program from this file; after editing
-# it run `salvusctl init --force` and then `salvusctl start` to apply.
+# it run `salvusctl start` to apply it (programs whose settings changed restart).
 """
 
 
