@@ -339,6 +339,7 @@ def test_a_shared_link_keeps_interact_values(page, chromium):
     it.locator("input[type=text]").press("Enter")
     expect(it.locator(".interact-output")).to_have_text("yoyoyo")
     page.click("#share")
+    expect(page.locator("#sharelink")).to_have_value(re.compile(r"/s/[A-Za-z]{6,}$"))
     url = page.locator("#sharelink").input_value()
     context = chromium.new_context()
     try:
