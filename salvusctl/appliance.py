@@ -72,7 +72,7 @@ def init(path: Path, overrides: dict, force: bool, say: Say) -> DataDir:
         config = data.load_config()
         if not force:
             say(f"{data.root} is already initialized; nothing changed "
-                "(use --force to re-render the supervisord files)")
+                "(`salvusctl start` applies edits of salvus.conf)")
             return data
         written = programs.render_all(data, config, service_account(config))
         say(f"re-rendered {len(written)} supervisord files in {data.etc} "
