@@ -99,7 +99,6 @@ class Worker:
         self.router.linger = 0
         self.router.sndhwm = 0  # never drop output: it is capped per execution instead
         self.router.rcvhwm = 0
-        self.router.router_mandatory = False
 
     # ------------------------------------------------------------ lifecycle
 

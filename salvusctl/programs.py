@@ -25,7 +25,6 @@ from salvusctl.datadir import DataDir
 from salvusctl.errors import ConfigError, UnknownProgram
 from salvusctl.resources import templates_dir
 
-KINDS = ("postgres", "registry", "memcached", "web", "worker")
 # Start in this order; stop in the reverse one (database last).
 START_ORDER = {"postgres": 0, "registry": 1, "memcached": 1, "worker": 2, "web": 3}
 

@@ -23,7 +23,6 @@ from salvusctl.errors import SupervisorUnreachable
 
 # Not xmlrpc.client.Fault: a Fault is supervisord's answer, for the caller.
 TRANSPORT_ERRORS = (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError)
-RUNNING_STATES = {"RUNNING"}
 FAILED_STATES = {"FATAL", "EXITED", "BACKOFF", "UNKNOWN"}
 
 

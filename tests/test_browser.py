@@ -355,7 +355,7 @@ def test_a_shared_link_keeps_interact_values(page, chromium):
 
 def test_dragging_a_slider_fast_runs_only_the_latest_value(page):
     run_cell(page, "import time\nruns = [0]\n@interact\ndef slow(n=slider(0, 50, 1)):\n"
-                   "    runs[0] += 1\n    time.sleep(float(0.3))\n    print(n, runs[0])", 0)
+                   "    runs[0] += 1\n    time.sleep(float(1))\n    print(n, runs[0])", 0)
     it = cell(page, 0).locator(".interact")
     expect(it.locator(".interact-output")).to_have_text("0 1")
     it.locator("input[type=range]").focus()
@@ -363,4 +363,6 @@ def test_dragging_a_slider_fast_runs_only_the_latest_value(page):
         page.keyboard.press("ArrowRight")
     expect(it.locator(".interact-output")).to_contain_text("20 ", timeout=15000)
     runs = int(it.locator(".interact-output").inner_text().split()[1])
-    assert runs <= 4, f"{runs} runs for 20 quick changes"
+    # A run takes a second; twenty key presses take far less, so only a few
+    # of the twenty values may have run (one at a time, the latest each time).
+    assert runs <= 6, f"{runs} runs for 20 quick changes"
