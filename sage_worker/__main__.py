@@ -1,4 +1,11 @@
-"""Run one worker: ``python -m sage_worker --endpoint tcp://127.0.0.1:N [--engine E]``."""
+"""Run one worker::
+
+    python -m sage_worker --endpoint tcp://127.0.0.1:N --server-key K.key_secret --clients DIR
+
+An error that stops the worker (isolation that cannot be applied, keys that
+cannot be read, a port in use) is one line, ``Error: ...``, naming the fix,
+and exit code 78.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from sage_worker import curve, mounts
 from sage_worker.engines import ENGINES, default_engine
-from sage_worker.isolation import cgroup_v2_controllers, unreadable_for_sessions
+from sage_worker.isolation import MODES, IsolationError, Sandbox
 from sage_worker.limits import Limits
 from sage_worker.server import Settings, Worker, log
+
+EXIT_CONFIG = 78  # sysexits' EX_CONFIG: supervisord does not retry it forever
 
 
 def uid_range(text: str) -> range:
@@ -32,12 +42,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--engine", choices=sorted(ENGINES), default=None,
                         help="default: sage where passagemath is installed, else python")
     parser.add_argument("--name", default="worker")
+    parser.add_argument("--server-key", type=Path, required=True, metavar="FILE",
+                        help="the worker's CURVE certificate with its secret key")
+    parser.add_argument("--clients", type=Path, required=True, metavar="DIR",
+                        help="folder of the public certificates (*.key) of allowed clients")
     parser.add_argument("--sessions-dir", type=Path, default=None,
-                        help="parent of the sessions' private working folders")
+                        help="where sessions' files are mounted (isolation full) or kept")
+    parser.add_argument("--isolation", choices=MODES, default="full",
+                        help="full (the default; needs root): each session its own uid and "
+                             "namespaces; none: sessions run as the worker's user and share "
+                             "its files, processes and network")
     parser.add_argument("--uid-range", type=uid_range, default=range(200000, 200256),
-                        help="uids for sessions when running as root (FIRST:LAST)")
+                        help="uids for sessions (isolation full): FIRST:LAST")
     parser.add_argument("--network", choices=("private", "shared"), default="private",
-                        help="as root: give each session a private network namespace")
+                        help="isolation full: each session in an empty network namespace")
     parser.add_argument("--spares", type=int, default=2, metavar="N",
                         help="session children kept forked and ready (0: fork on demand)")
     Limits.add_arguments(parser)
@@ -59,6 +77,30 @@ def restart_with_clean_environment(argv: list[str]) -> None:
         os.execve(sys.executable, [sys.executable, "-m", "sage_worker", *argv], kept)
 
 
+def fail(message: str) -> None:
+    log(f"Error: {message}")
+    sys.exit(EXIT_CONFIG)
+
+
+def make_settings(args: argparse.Namespace, limits: Limits) -> Settings:
+    full = args.isolation == "full"
+    if full and os.geteuid() != 0:
+        fail(f"{args.name}: sessions cannot be isolated: the worker does not run as root; "
+             "run salvusctl as root, or set [worker] isolation = none in salvus.conf to "
+             "run sessions as this user, with its files, processes and network")
+    sessions_dir = args.sessions_dir or Path(tempfile.gettempdir()) / f"salvus-{args.name}"
+    box = Sandbox(args.isolation, limits, sessions_dir.absolute(),
+                  private_network=args.network == "private",
+                  install=tuple(mounts.install_paths()) if full else ())
+    try:
+        server_key = curve.load_pair(args.server_key)
+        clients = frozenset(curve.load_allowed(args.clients))
+    except ValueError as exc:
+        fail(f"{args.name}: {exc}; run `salvusctl init --force` to re-create the keys")
+    return Settings(args.endpoint, args.name, box, args.uid_range if full else None,
+                    server_key, clients, max(args.spares, 0))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
@@ -66,19 +108,23 @@ def main(argv: list[str] | None = None) -> None:
     try:
         limits = Limits.from_arguments(args)
     except ValueError as exc:
-        sys.exit(f"Error: {exc}")
+        fail(str(exc))
+    settings = make_settings(args, limits)
     engine = ENGINES[args.engine or default_engine()]()
-    root = os.geteuid() == 0
-    unreadable = unreadable_for_sessions() if root else []
-    if unreadable:
-        log(f"{args.name}: WARNING: session uids cannot read {', '.join(unreadable)}; "
-            "sessions run as root's uid instead (reduced isolation). Install Salvus and "
-            "its Python where other users can read them to get per-session uids.")
-    per_session_uids = root and not unreadable
-    sessions_dir = args.sessions_dir or Path(tempfile.gettempdir()) / f"salvus-{args.name}"
-    settings = Settings(args.endpoint, args.name, limits, sessions_dir,
-                        args.uid_range if per_session_uids else None,
-                        per_session_uids and args.network == "private", max(args.spares, 0))
+    worker = Worker(settings, engine)
+    try:
+        worker.open()
+    except Exception as exc:
+        fail(f"{args.name}: cannot listen on {args.endpoint} ({exc}); pick a free port")
+    try:
+        worker.prepare_sessions_dir()
+        worker.keep_only_needed_capabilities()
+        worker.preflight()
+    except (IsolationError, OSError) as exc:
+        fail(f"{args.name}: sessions cannot be isolated ({exc}); run the worker as root on a "
+             "host that allows mount and pid namespaces, make the install readable by other "
+             "users (chmod -R o+rX), or set [worker] isolation = none in salvus.conf to run "
+             "sessions unconfined")
     preload = engine.preload()
     start = time.perf_counter()
     engine.warm()
@@ -88,26 +134,13 @@ def main(argv: list[str] | None = None) -> None:
     # parent's memory after fork.
     gc.collect()
     gc.freeze()
-    worker = Worker(settings, engine)
-    try:
-        worker.bind()
-    except Exception as exc:
-        sys.exit(f"Error: cannot listen on {args.endpoint} ({exc}); pick a free port")
-    worker.sweep_leftovers()
-    if per_session_uids:
-        uids = f"per-session uids {args.uid_range.start}-{args.uid_range.stop - 1}"
-        network = "private network namespace" if settings.private_network else "shared network"
-    else:
-        uids = ("shared uid (isolation is reduced to rlimits and process groups: "
-                + ("the install is not readable by other users)" if root else "not root)"))
-        network = "shared network"
-    offered = {"memory", "pids"} & cgroup_v2_controllers()
-    cgroups = ("resource limits by rlimits; cgroup v2 " + (
-        f"offers {'/'.join(sorted(offered))} here but is not used yet" if offered
-        else "memory/pids are not offered by this host"))
+    isolation = settings.sandbox.describe()
     log(f"{args.name}: engine={engine.name} ({engine.versions()}) preload={preload:.2f}s "
-        f"warm={warm:.2f}s endpoint={args.endpoint} pid={os.getpid()}; sessions: {uids}, "
-        f"{network}, {cgroups}; limits: {limits.describe()}")
+        f"warm={warm:.2f}s endpoint={args.endpoint} (CURVE, {len(settings.clients)} allowed "
+        f"client keys) pid={os.getpid()}; isolation {isolation['mode']}: uid "
+        f"{isolation['uid']}, namespaces {'/'.join(isolation['namespaces']) or 'none'}, "
+        f"network {isolation['network']}, disk quota {isolation['disk_quota']}; "
+        f"limits: {limits.describe()}")
     worker.serve()
     log(f"{args.name}: stopped")
 

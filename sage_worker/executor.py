@@ -22,8 +22,10 @@ from sage_worker import interact
 from sage_worker.interact import Interacts
 from sage_worker.output import FdPump, OutputLimit, OutputStream, StreamFile, start_background
 
-# errno values that mean a resource limit stopped the code
-LIMIT_ERRNOS = {errno.EFBIG, errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM}
+# errno values that mean a resource limit stopped the code (ENOSPC, EDQUOT:
+# the session's own disk quota)
+LIMIT_ERRNOS = {errno.EFBIG, errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM,
+                errno.ENOSPC, errno.EDQUOT}
 
 
 class Executor:

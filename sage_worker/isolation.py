@@ -1,11 +1,14 @@
-"""Hardening of a session child, in the order that keeps each step possible.
+"""How a session is confined, and the last steps inside the session process.
 
-As root: close inherited descriptors and scrub the environment; a private
-network namespace; drop groups, gid, uid; NO_NEW_PRIVS; re-arm the parent-
-death signal (a uid change clears it) and check the parent is still there;
-then the rlimits. Without root the uid and network steps are skipped (the
-worker's startup log says so) and RLIMIT_NPROC is not set, since it would
-count every process of the shared user.
+``Sandbox`` says what the worker applies; ``harden`` runs in the session
+process right before user code, in the order that keeps each step possible:
+close inherited descriptors and scrub the environment; drop groups, gid,
+uid; NO_NEW_PRIVS; then the rlimits. The namespaces and the file-system view
+come before, from the session's init (``sage_worker.sandbox``).
+
+Isolation is all or nothing: ``full`` needs root (namespaces, mounts, uids)
+and a worker that cannot apply it stops with an ``IsolationError`` naming the
+fix; running without it takes ``isolation = none``, said explicitly.
 """
 
 from __future__ import annotations
@@ -14,9 +17,6 @@ import contextlib
 import os
 import resource
 import signal
-import stat
-import sys
-import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,44 +24,37 @@ from sage_worker.limits import Limits
 from sage_worker.system import System
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+MODES = ("full", "none")
+
+
+class IsolationError(Exception):
+    """Sessions cannot be confined as configured; the message names the fix."""
 
 
 @dataclass(frozen=True)
-class Isolation:
-    workdir: Path
-    uid: int | None  # None: stay the worker's user
-    private_network: bool
+class Sandbox:
+    mode: str  # "full": per-session uid and namespaces; "none": rlimits only
     limits: Limits
+    sessions_dir: Path  # full: every session's home mount point; none: parent of their folders
+    private_network: bool = True
+    install: tuple[Path, ...] = ()  # folders a session must be able to read
 
+    @property
+    def full(self) -> bool:
+        return self.mode == "full"
 
-class ParentGone(Exception):
-    pass
-
-
-def cgroup_v2_controllers() -> set[str]:
-    """Controllers the host's cgroup v2 hierarchy offers (empty: none, or v1 only)."""
-    for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
-        with contextlib.suppress(OSError):
-            return set(Path(root, "cgroup.controllers").read_text().split())
-    return set()
-
-
-def unreadable_for_sessions() -> list[str]:
-    """Folders of this Python installation that a session uid could not read.
-
-    Session uids are in no group and own nothing, so only the "other" bits
-    count; a stdlib under /root (a pyenv build, say) makes lazy imports fail.
-    """
-    paths = {os.path.dirname(os.__file__), *sysconfig.get_paths().values(), *sys.path}
-    bad = []
-    for text in sorted(p for p in paths if p and os.path.isdir(p)):
-        path = Path(text)
-        for folder in [*reversed(path.parents), path]:
-            need = stat.S_IXOTH | (stat.S_IROTH if folder == path else 0)
-            if folder.stat().st_mode & need != need:
-                bad.append(str(folder))
-                break
-    return sorted(set(bad))
+    def describe(self) -> dict:
+        """What the worker actually applies (its pong and startup line say it)."""
+        if not self.full:
+            return {"mode": "none", "uid": "shared", "namespaces": [], "network": "shared",
+                    "filesystem": "shared", "disk_quota": None}
+        return {"mode": "full", "uid": "per-session",
+                "namespaces": ["mount", "pid", "ipc", "uts"]
+                + (["network"] if self.private_network else []),
+                "network": "none" if self.private_network else "shared",
+                "filesystem": "private /tmp, /var/tmp, /dev/shm and home; /root and /home "
+                              "hidden",
+                "disk_quota": {"mb": self.limits.disk_mb, "files": self.limits.disk_files}}
 
 
 def close_inherited_fds(keep: set[int]) -> None:
@@ -76,11 +69,11 @@ def close_inherited_fds(keep: set[int]) -> None:
     os.closerange(start, os.sysconf("SC_OPEN_MAX"))
 
 
-def scrub_environment(workdir: Path, engine_env: dict[str, str]) -> None:
+def scrub_environment(home: Path, engine_env: dict[str, str]) -> None:
     """Nothing of the worker's environment (DSN, keys, tokens) reaches user code."""
     os.environ.clear()
-    os.environ.update(PATH=SAFE_PATH, HOME=str(workdir), TMPDIR=str(workdir),
-                      LANG="C.UTF-8", LC_ALL="C.UTF-8", **engine_env)
+    os.environ.update(PATH=SAFE_PATH, HOME=str(home), TMPDIR="/tmp", LANG="C.UTF-8",
+                      LC_ALL="C.UTF-8", **engine_env)
 
 
 def address_space_in_use() -> int:
@@ -102,22 +95,31 @@ def apply_rlimits(system: System, limits: Limits, uid_switched: bool) -> None:
     system.setrlimit(resource.RLIMIT_FSIZE, limits.file_size_mb * mb, limits.file_size_mb * mb)
     system.setrlimit(resource.RLIMIT_NOFILE, limits.open_files, limits.open_files)
     if uid_switched:
+        # Counted per real uid: a session's own, so this is per session.
         system.setrlimit(resource.RLIMIT_NPROC, limits.processes, limits.processes)
 
 
-def harden(system: System, isolation: Isolation, keep_fds: set[int], parent_pid: int,
+def harden(system: System, limits: Limits, uid: int | None, home: Path, keep_fds: set[int],
            engine_env: dict[str, str]) -> None:
+    """The session process's last steps before user code: after them it holds
+    no descriptor, variable, privilege or capability of the worker's."""
     close_inherited_fds(keep_fds)
-    scrub_environment(isolation.workdir, engine_env)
-    os.chdir(isolation.workdir)
-    if isolation.uid is not None:
-        if isolation.private_network:
-            system.private_network()
+    scrub_environment(home, engine_env)
+    os.chdir(home)
+    if uid is not None:
         system.setgroups([])
-        system.setgid(isolation.uid)
-        system.setuid(isolation.uid)
+        system.setgid(uid)
+        system.setuid(uid)  # from root: every capability goes with it
     system.no_new_privileges()
-    system.set_parent_death_signal(signal.SIGKILL)
-    if system.getppid() != parent_pid:
-        raise ParentGone()
-    apply_rlimits(system, isolation.limits, uid_switched=isolation.uid is not None)
+    apply_rlimits(system, limits, uid_switched=uid is not None)
+
+
+def check_readable(paths: list[Path]) -> list[str]:
+    """Of ``paths``, those this (session) process cannot list."""
+    bad = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.listdir(path)
+            continue
+        bad.append(str(path))
+    return bad

@@ -35,6 +35,10 @@ class Limits:
     output_bytes: int = 16 << 20
     # Seconds an interrupted execution may take to stop before it is killed.
     interrupt_grace: float = 3.0
+    # A session's own files (home, /tmp, /var/tmp, /dev/shm together): MB and
+    # number of files. They live in memory (tmpfs) and go with the session.
+    disk_mb: int = 256
+    disk_files: int = 10000
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

@@ -25,6 +25,12 @@ MAX_ID_LENGTH = 64
 
 DONE_STATUSES = ("ok", "error", "interrupted", "timeout", "limit", "killed")
 OUTPUT_TYPES = ("stream", "result", "image", "error", "notice", "done", "interact")
+# What an output may be shown as; anything else is refused where it enters.
+IMAGE_MIMES = ("image/png", "image/svg+xml")
+RESULT_MIMES = ("text/plain", "text/latex", "text/html")
+CONTROL_TYPES = ("slider", "input_box", "checkbox", "selector", "color")
+MAX_CONTROLS = 100
+SHA1_HEX = 40
 
 # request type -> {field: type} of required fields
 REQUESTS: dict[str, dict[str, type]] = {
@@ -35,6 +41,7 @@ REQUESTS: dict[str, dict[str, type]] = {
     "restart": {"session": str},
     "end": {"session": str},
     "interact": {"session": str, "execution": str, "interact": str, "values": dict},
+    "claim": {"sessions": list},
 }
 
 
@@ -58,6 +65,8 @@ def parse_request(frames: list[bytes]) -> dict[str, Any]:
                             f"{MAX_REQUEST_BYTES}")
     try:
         request = json.loads(body)
+    except RecursionError:
+        raise ProtocolError("malformed", "request is nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError("malformed", f"request is not JSON: {exc}") from None
     if not isinstance(request, dict):
@@ -78,7 +87,67 @@ def parse_request(frames: list[bytes]) -> dict[str, Any]:
         if field in ("session", "execution") and not 0 < len(value) <= MAX_ID_LENGTH:
             raise ProtocolError("bad_field", f"{kind}: '{field}' must have 1 to "
                                 f"{MAX_ID_LENGTH} characters", re)
+    if kind == "claim" and not all(_is_id(s) for s in request["sessions"]):
+        raise ProtocolError("bad_field", "claim: 'sessions' must be a list of session ids", re)
     return request
+
+
+def _bad(kind: str, what: str) -> ProtocolError:
+    return ProtocolError("bad_output", f"{kind}: {what}")
+
+
+def _is_text_map(value: Any, keys: tuple[str, ...]) -> bool:
+    return isinstance(value, dict) and all(
+        k in keys and isinstance(v, str) for k, v in value.items())
+
+
+def _is_control(value: Any) -> bool:
+    return (isinstance(value, dict) and value.get("type") in CONTROL_TYPES
+            and all(isinstance(value.get(k), str) for k in ("name", "label")))
+
+
+def check_output(kind: str, fields: dict[str, Any], blob: bytes | None) -> None:
+    """Validate one output message's fields (its own, without session, execution
+    and seq). Session processes run hostile code, so the worker checks what a
+    session sends before forwarding it, and clients check it again."""
+    interact = fields.get("interact")
+    if interact is not None and not (isinstance(interact, str)
+                                     and 0 < len(interact) <= MAX_ID_LENGTH):
+        raise _bad(kind, "'interact' must be an id of 1 to 64 characters")
+    if (blob is not None) != (kind == "image"):
+        raise _bad(kind, "only images carry bytes, and every image does")
+    if kind == "stream":
+        if fields.get("name") not in ("stdout", "stderr") or not isinstance(
+                fields.get("text"), str):
+            raise _bad(kind, "needs name stdout/stderr and text")
+    elif kind == "result":
+        data = fields.get("data")
+        if not _is_text_map(data, RESULT_MIMES) or "text/plain" not in data:
+            raise _bad(kind, f"data must map {', '.join(RESULT_MIMES)} to text, "
+                       "text/plain included")
+    elif kind == "image":
+        width = fields.get("width")
+        sha1 = fields.get("sha1")
+        if fields.get("mime") not in IMAGE_MIMES or fields.get("size") != len(blob) \
+                or not (isinstance(sha1, str) and len(sha1) == SHA1_HEX) \
+                or not (width is None or (type(width) is int and 0 < width < 100000)):
+            raise _bad(kind, f"needs mime ({', '.join(IMAGE_MIMES)}), size, sha1, width")
+    elif kind == "error":
+        if not all(isinstance(fields.get(k), str) for k in ("ename", "evalue", "traceback")):
+            raise _bad(kind, "needs ename, evalue and traceback as text")
+    elif kind == "notice":
+        if not isinstance(fields.get("text"), str):
+            raise _bad(kind, "needs text")
+    elif kind == "done":
+        if fields.get("status") not in DONE_STATUSES:
+            raise _bad(kind, "status must be one of " + ", ".join(DONE_STATUSES))
+    elif kind == "interact":
+        controls = fields.get("controls")
+        if not (isinstance(interact, str) and isinstance(controls, list)
+                and len(controls) <= MAX_CONTROLS and all(map(_is_control, controls))):
+            raise _bad(kind, "needs its id and a list of controls")
+    else:
+        raise _bad(str(kind)[:40], "unknown output type")
 
 
 def _frames(message: dict[str, Any], blob: bytes | None = None) -> list[bytes]:
@@ -101,8 +170,6 @@ def output(kind: str, session: str, execution: str, seq: int, blob: bytes | None
            **fields: Any) -> list[bytes]:
     """One message of an execution's output stream."""
     assert kind in OUTPUT_TYPES, kind
-    if kind == "done":
-        assert fields.get("status") in DONE_STATUSES, fields
     return _frames({"type": kind, "session": session, "execution": execution, "seq": seq,
                     **fields}, blob)
 
@@ -113,15 +180,40 @@ def event(kind: str, session: str, seq: int, **fields: Any) -> list[bytes]:
 
 
 def parse_message(frames: list[bytes]) -> tuple[dict[str, Any], bytes | None]:
-    """Client side: decode a worker message (validated, since clients trust nothing)."""
+    """Client side: decode and validate a worker message. Clients trust nothing:
+    whatever passes here has the types docs/protocol.md promises."""
     if len(frames) not in (2, 3) or frames[0] != TAG:
         raise ProtocolError("malformed", "unexpected frames from worker")
-    message = json.loads(frames[1])
-    if not isinstance(message, dict) or "type" not in message:
+    try:
+        message = json.loads(frames[1])
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ProtocolError("malformed", "worker message is not JSON") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError("malformed", "worker message without a type")
-    if message["type"] == "image" and len(frames) != 3:
-        raise ProtocolError("malformed", "image message without its bytes")
-    return message, frames[2] if len(frames) == 3 else None
+    blob = frames[2] if len(frames) == 3 else None
+    kind = message["type"]
+    # "error" is also the reply to a refused request (with "code", no execution).
+    if kind in OUTPUT_TYPES and not (kind == "error" and "code" in message):
+        if not (_is_id(message.get("session")) and _is_id(message.get("execution"))
+                and type(message.get("seq")) is int):
+            raise ProtocolError("malformed", f"{kind} without session, execution and seq")
+        fields = {k: v for k, v in message.items()
+                  if k not in ("type", "session", "execution", "seq")}
+        check_output(kind, fields, blob)
+    elif blob is not None:
+        raise ProtocolError("malformed", f"{kind} message with bytes")
+    elif "session" in message and not _is_id(message["session"]):
+        raise ProtocolError("malformed", f"{kind}: bad session id")
+    elif "re" in message and message["re"] is not None and not _is_id(message["re"]):
+        raise ProtocolError("malformed", f"{kind}: bad request id")
+    elif kind == "error" and not (isinstance(message.get("code"), str)
+                                  and isinstance(message.get("message"), str)):
+        raise ProtocolError("malformed", "error reply without code and message")
+    return message, blob
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH
 
 
 def request(kind: str, request_id: str, **fields: Any) -> list[bytes]:

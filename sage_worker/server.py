@@ -1,10 +1,20 @@
-"""The worker parent: a fork server behind a ZeroMQ ROUTER socket.
+"""The worker parent: a fork server behind a CURVE-secured ZeroMQ ROUTER socket.
 
-One thread, one poll loop over the ROUTER socket, every session's channel and
-a wakeup pipe for SIGCHLD/SIGTERM. The parent is the only writer to the
-socket, so it numbers every session's messages. A child is forked per session
-from the preloaded engine; ``_spawn`` makes sure a child can never return into
-this loop (``try/finally: os._exit``).
+One thread, one poll loop over the ROUTER socket, the ZAP socket that admits
+only known clients, every session's channel and a wakeup pipe for
+SIGCHLD/SIGTERM. The parent is the only writer to the socket, so it numbers
+every session's messages; it is also the only judge of them: a session runs
+hostile code, so what it sends is validated and counted here, outside its
+reach (the per-execution output cap), and nothing it sends can stop the loop.
+
+Nothing grows without bound: when a client does not keep up, the socket's
+high-water mark holds its messages back, and the worker stops reading the
+channels of that client's sessions until it does (their output waits in the
+sessions, which block writing; their wall time goes on).
+
+Sessions are started through ``sage_worker.sandbox``; the worker kills only
+processes it can prove are its own: its children, and with them their pid
+namespaces.
 """
 
 from __future__ import annotations
@@ -22,13 +32,12 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import zmq
 
-from sage_worker import channel, protocol
+from sage_worker import channel, curve, protocol, sandbox
 from sage_worker.executor import Executor
-from sage_worker.isolation import Isolation, ParentGone, harden
+from sage_worker.isolation import IsolationError, Sandbox
 from sage_worker.limits import Limits
 from sage_worker.protocol import ProtocolError
 from sage_worker.session import Execution, Session, State
@@ -40,17 +49,34 @@ OUTPUT_FIELDS = {
     "error": ("ename", "evalue", "traceback"), "notice": ("text",), "done": ("status",),
     "interact": ("interact", "controls"),
 }
+# Messages queued in ZeroMQ for one client before the worker holds back; a
+# message is at most one 64 KiB output chunk or one image.
+CLIENT_HWM = 256
+PARKED_LIMIT = 1000  # replies held for a client that does not read (beyond: dropped)
+# The session's own cap on its text output comes first; the parent's, a little
+# above it, holds whatever a tampered session does.
+OUTPUT_SLACK = 64 << 10
+ENGINE_ENV = {"MPLBACKEND": "Agg"}
+# What the worker keeps once sessions can start (all of them root's):
+# mounts and namespaces, switching to session uids, handing a session its home,
+# reading an install whose folders only their owner may enter, and (in each
+# session's init) passing an interrupt on to the session's own uid.
+CAPABILITIES = {0, 2, 5, 6, 7, 21}  # CHOWN, DAC_READ_SEARCH, KILL, SETGID, SETUID, SYS_ADMIN
 
 
 @dataclass(frozen=True)
 class Settings:
     endpoint: str
     name: str
-    limits: Limits
-    sessions_dir: Path
-    uid_range: range | None  # per-session uids (root only)
-    private_network: bool
+    sandbox: Sandbox
+    uid_range: range | None  # per-session uids (isolation full)
+    server_key: curve.KeyPair | None = None  # None: no CURVE (unit tests only)
+    clients: frozenset[bytes] = frozenset()  # allowed client public keys (Z85)
     spares: int = 2  # children kept forked and ready
+
+    @property
+    def limits(self) -> Limits:
+        return self.sandbox.limits
 
 
 def log(message: str) -> None:
@@ -62,24 +88,10 @@ def log(message: str) -> None:
         sys.stderr.flush()
 
 
-def processes_of_uid(uid: int) -> list[int]:
-    """Live processes of ``uid`` (zombies have ended; they only await a reaper)."""
-    return processes_of_uids({uid})
-
-
-def processes_of_uids(uids: set[int] | range) -> list[int]:
-    """Live processes of any of ``uids``, in one pass over /proc."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-        except OSError:
-            continue
-        if int(fields.get("Uid", "-1").split()[0]) in uids and \
-                not fields.get("State", "").strip().startswith("Z"):
-            found.append(int(pid))
-    return found
+def _await_end(child_end: socket.socket) -> None:
+    """A probe session: confined, it waits to be ended and runs nothing."""
+    while child_end.recv(4096):
+        pass
 
 
 class Worker:
@@ -92,18 +104,53 @@ class Worker:
         self.sessions: dict[str, Session] = {}  # handed out, by id
         self.spares: deque[Session] = deque()  # forked ahead, not yet handed out
         self.by_pid: dict[int, Session] = {}  # every child not yet reaped
+        self.parked: dict[bytes, deque[list[bytes]]] = {}  # per client: held-back messages
+        self.refused_peers: set[bytes] = set()
         self.refill_due = True
         self.stopping = False
+        self.lifeline: tuple[int, int] | None = None
         self.context = zmq.Context()
         self.router = self.context.socket(zmq.ROUTER)
-        self.router.linger = 0
-        self.router.sndhwm = 0  # never drop output: it is capped per execution instead
-        self.router.rcvhwm = 0
+        self.zap = self.context.socket(zmq.REP)
+        for sock in (self.router, self.zap):
+            sock.linger = 0
+        self.router.sndhwm = CLIENT_HWM
+        self.router.rcvhwm = 1000
+        # A full client raises Again instead of dropping silently; a restarted
+        # client (same routing id) takes over its old connection.
+        self.router.router_mandatory = True
+        self.router.router_handover = True
 
     # ------------------------------------------------------------ lifecycle
 
-    def bind(self) -> None:
+    def open(self) -> None:
+        """Bind (with CURVE and ZAP when keys are set) and prepare to fork."""
+        if self.settings.server_key is not None:
+            self.zap.bind(curve.ZAP_ENDPOINT)
+            curve.serve_as(self.router, self.settings.server_key)
         self.router.bind(self.settings.endpoint)
+        # The sessions' inits are adopted by us when their launcher exits.
+        self.system.set_child_subreaper()
+        # Only this process holds the write end: when it dies, however it
+        # dies, every session's init sees the pipe close and ends.
+        self.lifeline = os.pipe()
+
+    def keep_only_needed_capabilities(self) -> None:
+        if os.geteuid() == 0:
+            self.system.keep_capabilities(CAPABILITIES if self.settings.sandbox.full else set())
+
+    def preflight(self) -> None:
+        """Start and end one session, so that isolation that cannot be applied
+        stops the worker now, with the reason, instead of failing users later."""
+        try:
+            probe = self._fork_session(run=_await_end)
+        except sandbox.SpawnError as exc:
+            raise IsolationError(str(exc)) from None
+        self._kill(probe, "ended")
+        deadline = time.monotonic() + 5
+        while self.by_pid and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.005)
 
     def serve(self) -> None:
         wake_read, wake_write = os.pipe()
@@ -115,33 +162,46 @@ class Worker:
         signal.signal(signal.SIGINT, self._on_stop)
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
+        poller.register(self.zap, zmq.POLLIN)
         poller.register(wake_read, zmq.POLLIN)
         try:
             while not self.stopping:
-                for session in self.sessions.values():
+                readable = [s for s in self.sessions.values() if s.owner not in self.parked]
+                for session in readable:
                     poller.register(session.sock.fileno(), zmq.POLLIN)
                 events = dict(poller.poll(self._poll_timeout_ms()))
-                if not events and self.refill_due:
-                    # Forking spares waits for a quiet moment: it would delay
-                    # requests that are already on their way.
-                    self.refill()
-                for session in list(self.sessions.values()):
-                    with contextlib.suppress(KeyError):
-                        poller.unregister(session.sock.fileno())
-                    if events.get(session.sock.fileno()):
-                        self._read_child(session)
-                if events.get(wake_read):
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(wake_read, 4096)
-                self._reap()
-                if events.get(self.router):
-                    self._read_requests()
-                self._timers()
+                for session in readable:
+                    poller.unregister(session.sock.fileno())
+                self._step(events, readable, wake_read)
         finally:
             self.shutdown()
             signal.set_wakeup_fd(-1)
             os.close(wake_read)
             os.close(wake_write)
+
+    def _step(self, events: dict, readable: list[Session], wake_read: int) -> None:
+        """One turn of the loop. An unexpected error costs what it was handling,
+        never the worker: it is logged and the loop goes on."""
+        try:
+            if events.get(self.zap):
+                self._answer_zap()
+            if not events and self.refill_due:
+                # Forking spares waits for a quiet moment: it would delay
+                # requests that are already on their way.
+                self.refill()
+            for session in readable:
+                if events.get(session.sock.fileno()) and session.state is not State.DEAD:
+                    self._read_child(session)
+            if events.get(wake_read):
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_read, 4096)
+            self._reap()
+            self._flush_parked()
+            if events.get(self.router):
+                self._read_requests()
+            self._timers()
+        except Exception:
+            self.say(f"internal error (the worker goes on): {traceback.format_exc()}")
 
     def _on_stop(self, _signum, _frame) -> None:
         self.stopping = True
@@ -154,20 +214,29 @@ class Worker:
             self._reap()
             time.sleep(0.01)
         self.router.close(linger=0)
+        self.zap.close(linger=0)
         self.context.term()
-        with contextlib.suppress(OSError):
-            self.settings.sessions_dir.rmdir()  # only if every session folder is gone
+        if not self.settings.sandbox.full:
+            with contextlib.suppress(OSError):
+                self.settings.sandbox.sessions_dir.rmdir()  # only if every session folder is gone
 
-    def sweep_leftovers(self) -> None:
-        """After a crash of a previous worker: no process of our uids, no old dirs."""
-        if self.settings.uid_range is not None:
-            self._kill_uids(self.settings.uid_range)
-        self.settings.sessions_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.settings.sessions_dir, 0o711)
-        for old in self.settings.sessions_dir.iterdir():
+    def prepare_sessions_dir(self) -> None:
+        """The sessions' folder: with isolation full, an empty mount point for
+        each session's own file system (in its mount namespace only); without,
+        the parent of their folders, emptied of a crashed worker's."""
+        folder = self.settings.sandbox.sessions_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
+        for old in folder.iterdir():
             shutil.rmtree(old, ignore_errors=True)
 
     # ------------------------------------------------------------ requests
+
+    def _answer_zap(self) -> None:
+        refused = curve.answer(self.zap, self.settings.clients)
+        if refused is not None and refused not in self.refused_peers:
+            self.refused_peers.add(refused)  # logged once per key
+            self.say(f"refused a client with an unknown CURVE key ({refused.decode()})")
 
     def _read_requests(self) -> None:
         for _ in range(1000):  # bounded, so children and timers get their turn
@@ -190,18 +259,23 @@ class Worker:
     def _handle(self, identity: bytes, request: dict) -> None:
         kind, re = request["type"], request["id"]
         if kind == "ping":
-            self._send(identity, protocol.reply("pong", re, **self.status()))
+            if identity not in self.parked:  # a client that does not read needs no pong
+                self._send(identity, protocol.reply("pong", re, **self.status()))
             return
         if kind == "start":
             session = self._start(identity, re)
             self._send(identity, protocol.reply("started", re, session=session.id,
                                                 pid=session.pid))
             return
+        if kind == "claim":
+            ended = self._claim(identity, set(request["sessions"]))
+            self._send(identity, protocol.reply("claimed", re, ended=ended))
+            return
         session = self.sessions.get(request["session"])
         if session is None or session.state is State.DEAD:
             raise ProtocolError("no_such_session",
                                 f"no session {request['session']!r} on this worker", re)
-        if kind == "execute":
+        if kind in ("execute", "interact"):
             self._execute(session, identity, request, re)
         elif kind == "interrupt":
             self._interrupt(session)
@@ -210,11 +284,18 @@ class Worker:
             session = self._restart(session, identity, re)
             self._send(identity, protocol.reply("restarted", re, session=session.id,
                                                 pid=session.pid))
-        elif kind == "interact":
-            self._execute(session, identity, request, re)
         elif kind == "end":
             self._kill(session, "ended")
             self._send(identity, protocol.reply("ended", re, session=session.id))
+
+    def _claim(self, identity: bytes, kept: set[str]) -> int:
+        """A client says which of its sessions it still holds (after it lost
+        us for a while, or restarted): the others have no owner and end."""
+        orphans = [s for s in self.sessions.values()
+                   if s.owner == identity and s.id not in kept and s.state is not State.DEAD]
+        for session in orphans:
+            self._kill(session, "abandoned")
+        return len(orphans)
 
     def status(self) -> dict:
         limits = self.settings.limits
@@ -222,13 +303,39 @@ class Worker:
         return {"name": self.settings.name, "engine": self.engine.name, "pid": os.getpid(),
                 "sessions": len(self.sessions), "busy": busy, "spares": len(self.spares),
                 "load": round(len(self.sessions) / limits.max_sessions, 3),
-                "limits": dataclasses.asdict(limits)}
+                "limits": dataclasses.asdict(limits),
+                "isolation": self.settings.sandbox.describe()}
 
     def _send(self, identity: bytes, frames: list[bytes]) -> None:
+        parked = self.parked.get(identity)
+        if parked is not None:  # keep its messages in order behind the held ones
+            if len(parked) < PARKED_LIMIT:
+                parked.append(frames)
+            return
         try:
-            self.router.send_multipart([identity, *frames])
+            self.router.send_multipart([identity, *frames], zmq.NOBLOCK)
+        except zmq.Again:
+            self.parked[identity] = deque([frames])
         except zmq.ZMQError as exc:
-            self.say(f"could not send to a client: {exc}")
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            # The client is gone (it restarted, or was stopped): the message
+            # has nobody to reach. Its sessions end by claim or idle timeout.
+
+    def _flush_parked(self) -> None:
+        for identity in list(self.parked):
+            held = self.parked[identity]
+            while held:
+                try:
+                    self.router.send_multipart([identity, *held[0]], zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                except zmq.ZMQError:
+                    held.clear()  # gone
+                    break
+                held.popleft()
+            if not held:
+                del self.parked[identity]
 
     # ------------------------------------------------------------ sessions
 
@@ -244,13 +351,18 @@ class Worker:
 
     def _start(self, identity: bytes, re: str, session_id: str | None = None,
                seq: int = 0) -> Session:
-        """Hand out a spare child (forked and hardened ahead of time), or fork one."""
+        """Hand out a spare child (forked and confined ahead of time), or fork one."""
         limits = self.settings.limits
         live = sum(s.state is not State.DEAD for s in self.sessions.values())
         if session_id is None and live >= limits.max_sessions:
             raise ProtocolError("busy", f"worker {self.settings.name} is at its limit of "
                                 f"{limits.max_sessions} sessions; use another worker", re)
-        session = self.spares.popleft() if self.spares else self._fork_session()
+        try:
+            session = self.spares.popleft() if self.spares else self._fork_session()
+        except sandbox.SpawnError as exc:
+            self.say(f"a session could not be started: {exc}")
+            raise ProtocolError("isolation_failed", f"the session could not be started "
+                                f"confined ({exc})", re) from None
         if session is None:
             raise ProtocolError("busy", "no free session uid on this worker", re)
         session.id = session_id or session.id
@@ -261,64 +373,54 @@ class Worker:
         self.refill_due = True
         return session
 
-    def _fork_session(self) -> Session | None:
+    def _fork_session(self, run: Callable[[socket.socket], None] | None = None
+                      ) -> Session | None:
+        box = self.settings.sandbox
         uid = self._free_uid()
-        if self.settings.uid_range is not None and uid is None:
+        if box.full and uid is None:
             return None
         session_id = uuid.uuid4().hex
-        workdir = self.settings.sessions_dir / session_id
-        workdir.mkdir(mode=0o700)
-        if uid is not None:
-            os.chown(workdir, uid, uid)
-        pid, sock = self._spawn(workdir, uid)
-        session = Session(session_id, pid, sock, b"", uid, workdir, time.monotonic())
+        if box.full:
+            home, workdir = box.sessions_dir, None  # a mount point; the files live in the session
+        else:
+            home = workdir = box.sessions_dir / session_id
+            workdir.mkdir(mode=0o700)
+        parent_end, child_end = channel.pair()
+        try:
+            pid = sandbox.spawn(self.system, box, uid, home, child_end, self.lifeline,
+                                run or self._run_session, ENGINE_ENV)
+        except BaseException:
+            parent_end.close()
+            if workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        finally:
+            child_end.close()
+        session = Session(session_id, pid, parent_end, b"", uid, workdir, time.monotonic())
         self.by_pid[pid] = session
         return session
 
-    def refill(self) -> None:
-        """Keep ``spares`` children ready, so that a new session costs no fork."""
-        self.refill_due = False
-        while len(self.spares) < self.settings.spares:
-            spare = self._fork_session()
-            if spare is None:
-                return
-            self.spares.append(spare)
-
-    def _spawn(self, workdir: Path, uid: int | None) -> tuple[int, socket.socket]:
-        parent_end, child_end = channel.pair()
-        parent_pid = os.getpid()
-        pid = self.system.fork()
-        if pid == 0:
-            code = 70
-            try:
-                self._child(child_end, workdir, uid, parent_pid)
-                code = 0
-            except ParentGone:
-                code = 0
-            except BaseException:
-                with contextlib.suppress(BaseException):
-                    os.write(2, traceback.format_exc().encode())
-            finally:
-                os._exit(code)
-        child_end.close()
-        return pid, parent_end
-
-    def _child(self, child_end: socket.socket, workdir: Path, uid: int | None,
-               parent_pid: int) -> None:
-        """Runs in the forked child; returns only when the parent goes away."""
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
-        self.system.setsid()
-        self.system.set_parent_death_signal(signal.SIGKILL)
-        isolation = Isolation(workdir, uid, self.settings.private_network,
-                              self.settings.limits)
-        harden(self.system, isolation, {child_end.fileno()}, parent_pid,
-               {"MPLBACKEND": "Agg"})
+    def _run_session(self, child_end: socket.socket) -> None:
+        """In the confined session process: user code from here on."""
         self.engine.reseed()
         executor = Executor(channel.ChildEnd(child_end), self.engine,
                             self.settings.limits.output_bytes, self.system.flush_c_stdio)
         executor.serve()
+
+    def refill(self) -> None:
+        """Keep ``spares`` children ready, so that a new session costs no fork;
+        one per quiet moment, so a burst of requests never waits for several."""
+        if len(self.spares) < self.settings.spares:
+            try:
+                spare = self._fork_session()
+            except sandbox.SpawnError as exc:
+                self.say(f"a spare session could not be started: {exc}")
+                spare = None
+            if spare is not None:
+                self.spares.append(spare)
+                self.refill_due = len(self.spares) < self.settings.spares
+                return
+        self.refill_due = False
 
     def _execute(self, session: Session, identity: bytes, request: dict, re: str) -> None:
         if len(session.queue) >= MAX_QUEUE:
@@ -350,6 +452,8 @@ class Worker:
     def _interrupt(self, session: Session) -> None:
         if session.state is not State.BUSY:
             return
+        # With isolation full this reaches the session's init, which passes it
+        # on to the session's process group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             self.system.killpg(session.pid, signal.SIGINT)
         session.set_state(State.INTERRUPTING)
@@ -361,66 +465,85 @@ class Worker:
         return self._start(identity, re, session_id=old.id, seq=old.seq)
 
     def _kill(self, session: Session, reason: str) -> None:
-        """End a session now: its process group, and as root every process of its uid."""
+        """End a session now. Its pid is our own child (with isolation full, the
+        init of its pid namespace, whose end takes every process in it)."""
         if session.state is not State.DEAD:
             session.set_state(State.DEAD)
         session.end_reason = session.end_reason or reason
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            self.system.killpg(session.pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            self.system.kill(session.pid, signal.SIGKILL)
-        if session.uid is not None:
-            self._kill_uid(session.uid)
-
-    def _kill_uid(self, uid: int) -> None:
-        self._kill_uids({uid})
-
-    def _kill_uids(self, uids: set[int] | range) -> None:
-        """SIGKILL every process of these uids until none is left (new ones may
-        appear while a fork loop runs: so, again and again, for a bounded time)."""
-        for _ in range(50):
-            pids = processes_of_uids(uids)
-            if not pids:
-                return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    self.system.kill(pid, signal.SIGKILL)
-            time.sleep(0.005)
-        self.say(f"warning: processes survived SIGKILL: {processes_of_uids(uids)}")
+        if session.pid in self.by_pid:  # not yet reaped: the pid is still ours
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                self.system.killpg(session.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                self.system.kill(session.pid, signal.SIGKILL)
 
     # ------------------------------------------------------------ children
 
     def _read_child(self, session: Session) -> None:
         try:
             messages, _closed = channel.read_available(session.sock, session.decoder)
-        except ValueError as exc:
-            self.say(f"session {session.id}: bad channel data ({exc}); killing it")
+        except (ValueError, RecursionError) as exc:
+            self.say(f"session {session.id}: bad channel data ({str(exc)[:200]}); killing it")
             self._kill(session, "killed")
             return
         for message, blob in messages:
             self._forward(session, message, blob)
 
-    def _forward(self, session: Session, message: dict, blob: bytes | None) -> None:
+    def _forward(self, session: Session, message, blob: bytes | None) -> None:
+        """One message a session sent: checked and counted before it goes on."""
         execution = session.current
-        kind = message.get("kind")
+        kind = message.get("kind") if isinstance(message, dict) else None
         if execution is None or kind not in OUTPUT_FIELDS:
-            return
+            return  # nothing runs: a well-behaved session sends nothing now
         fields = {k: message.get(k) for k in OUTPUT_FIELDS[kind]}
         if "interact" in message:
             fields["interact"] = message["interact"]
+        try:
+            protocol.check_output(kind, fields, blob)
+        except ProtocolError as err:
+            if not execution.malformed:
+                execution.malformed = True
+                self.say(f"session {session.id}: dropped a malformed message ({err.message})")
+            return
         if kind == "done":
-            if execution.timed_out:
-                fields["status"] = "timeout"
-            if fields["status"] not in protocol.DONE_STATUSES:
-                fields["status"] = "error"
+            self._finish_execution(session, fields["status"])
+        elif not execution.cut:
+            self._count_and_emit(session, execution, kind, fields, blob)
+
+    def _count_and_emit(self, session: Session, execution: Execution, kind: str,
+                        fields: dict, blob: bytes | None) -> None:
+        cap = self.settings.limits.output_bytes + OUTPUT_SLACK
+        size = len(blob or b"") + sum(len(v) if isinstance(v, str) else 64
+                                      for v in fields.values())
+        if execution.output + size > cap:
+            if kind == "stream":  # what still fits, then nothing more
+                room = max(cap - execution.output, 0)
+                fields["text"] = fields["text"].encode()[:room].decode(errors="ignore")
+                self._emit(session, kind, fields, None)
+            execution.cut = True
+            self._emit(session, "notice", {"text": f"Output limit of {cap} bytes reached: "
+                                           "the rest was dropped and the execution stopped."})
+            self._interrupt(session)
+            return
+        execution.output += size
+        self._emit(session, kind, fields, blob)
+
+    def _emit(self, session: Session, kind: str, fields: dict, blob: bytes | None = None) -> None:
+        execution = session.current
         self._send(execution.owner, protocol.output(kind, session.id, execution.id,
                                                     session.next_seq(), blob, **fields))
-        if kind == "done":
-            session.current = None
-            session.last_active = time.monotonic()
-            if session.state is not State.DEAD:
-                session.set_state(State.IDLE)
-                self._next(session)
+
+    def _finish_execution(self, session: Session, status: str) -> None:
+        execution = session.current
+        if execution.timed_out:
+            status = "timeout"
+        elif execution.cut:
+            status = "limit"
+        self._emit(session, "done", {"status": status})
+        session.current = None
+        session.last_active = time.monotonic()
+        if session.state is not State.DEAD:
+            session.set_state(State.IDLE)
+            self._next(session)
 
     def _reap(self) -> None:
         while True:
@@ -437,30 +560,31 @@ class Worker:
 
     def _finish_dead(self, session: Session, notify: bool) -> None:
         """The child is gone: deliver what it sent, close its execution, clean up."""
-        with contextlib.suppress(ValueError):
-            messages, _ = channel.read_available(session.sock, session.decoder)
-            for message, blob in messages:
-                self._forward(session, message, blob)
+        if session.owner not in self.parked:
+            with contextlib.suppress(ValueError, RecursionError):
+                messages, _ = channel.read_available(session.sock, session.decoder)
+                for message, blob in messages:
+                    self._forward(session, message, blob)
         if session.state is not State.DEAD:
             session.set_state(State.DEAD)
-        status = session.exit_status
-        killed_by = os.WTERMSIG(status) if status is not None and os.WIFSIGNALED(status) \
-            else None
+        killed_by = sandbox.signal_of(session.exit_status, self.settings.sandbox.full)
         pending = ([session.current] if session.current else []) + list(session.queue)
         for execution in pending:
             session.current = execution
             outcome = "killed"
             if execution.timed_out:
                 outcome = "timeout"
-            elif killed_by == signal.SIGXCPU:
+            elif killed_by == signal.SIGXCPU or execution.cut:
                 outcome = "limit"
-            text = {"limit": "CPU time limit reached: the session was stopped.",
+            text = {"limit": "A limit was reached: the session was stopped.",
                     "timeout": "Time limit reached: the execution did not stop when "
                                "interrupted and was killed.",
                     }.get(outcome, "The session's process ended"
                           + (f" (signal {killed_by})." if killed_by else "."))
-            self._forward(session, {"kind": "notice", "text": text}, None)
-            self._forward(session, {"kind": "done", "status": outcome}, None)
+            if killed_by == signal.SIGXCPU:
+                text = "CPU time limit reached: the session was stopped."
+            self._emit(session, "notice", {"text": text})
+            self._finish_execution(session, outcome)
         session.queue.clear()
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
@@ -470,11 +594,8 @@ class Worker:
             notify = False
         self.by_pid.pop(session.pid, None)
         session.sock.close()
-        if session.uid is not None and session.end_reason is None:
-            # It died by itself: its uid's other processes may still run.
-            # (_kill already swept the uid when we ended it.)
-            self._kill_uid(session.uid)
-        shutil.rmtree(session.workdir, ignore_errors=True)
+        if session.workdir is not None:
+            shutil.rmtree(session.workdir, ignore_errors=True)
         if notify and session.owner:
             reason = session.end_reason or ("limit" if killed_by == signal.SIGXCPU
                                             else "crashed")
@@ -484,7 +605,7 @@ class Worker:
     # ------------------------------------------------------------ timers
 
     def _poll_timeout_ms(self) -> int:
-        deadlines = [0.01 if self.refill_due else 1.0]
+        deadlines = [0.01 if self.refill_due or self.parked else 1.0]
         now = time.monotonic()
         for session in self.sessions.values():
             execution = session.current

@@ -36,6 +36,9 @@ class Execution:
     deadline: float = 0.0  # wall-time limit (monotonic)
     timed_out: bool = False
     kill_at: float | None = None  # when an interrupt that did not work turns into a kill
+    output: int = 0  # bytes forwarded, counted by the parent against the output cap
+    cut: bool = False  # the cap was reached: the rest is dropped, done says limit
+    malformed: bool = False  # the session sent a message that failed validation
 
 
 @dataclass(eq=False)
@@ -45,7 +48,7 @@ class Session:
     sock: socket.socket
     owner: bytes
     uid: int | None
-    workdir: Path
+    workdir: Path | None  # its folder on the host (isolation none); None: in its namespace
     last_active: float
     seq: int = 0
     state: State = State.IDLE

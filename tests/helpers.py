@@ -101,6 +101,21 @@ def kill_everything_of(root: Path, grace: float = 5.0) -> None:
             time.sleep(0.1)
 
 
+def processes_of_uid(uid: int) -> list[int]:
+    """Live processes of ``uid`` (zombies have ended; they only await a reaper)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue
+        if int(fields.get("Uid", "-1").split()[0]) == uid and \
+                not fields.get("State", "").strip().startswith("Z"):
+            found.append(int(pid))
+    return found
+
+
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:

@@ -11,37 +11,44 @@ from pathlib import Path
 
 import zmq
 
-from sage_worker import protocol
+from sage_worker import curve, protocol
 from tests.helpers import terminate
 
 _ids = itertools.count(1)
 _workers = itertools.count()
 UIDS = 64  # session uids per test worker (by default)
 UID_SPAN = 256  # uids set aside per worker, so ranges never overlap
+TEST_UIDS = 1_000_000_000  # test workers' uids start here
 
 
 class WorkerProcess:
     """``python -m sage_worker`` on a random loopback port; always cleaned up."""
 
     def __init__(self, folder: Path, engine: str = "python", *extra: str,
-                 env: dict | None = None, uids: int = UIDS):
+                 env: dict | None = None, uids: int = UIDS, python: str = sys.executable,
+                 user: int | None = None, sessions_dir: Path | None = None,
+                 keys: Keys | None = None):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        self.sessions_dir = folder / "sessions"
+        self.sessions_dir = sessions_dir or folder / "sessions"
         self.log = folder / "worker.log"
         self.port = _free_port()
-        # Distinct per live worker of this test process (and, by pid, of others):
-        # workers sweep their range, so two must never share one.
-        self._uid_base = 300000 + ((os.getpid() % 4096) * 64 + next(_workers) % 64) * UID_SPAN
+        # Distinct per live worker of this test process (and, by pid, of others),
+        # and far above the ranges appliances get (salvusctl/uids.py): two
+        # workers handing out the same uid would share a session's uid.
+        self._uid_base = TEST_UIDS + ((os.getpid() % 4096) * 64 + next(_workers) % 64) * UID_SPAN
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        self.keys = keys or make_keys(folder / "keys")
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sage_worker", "--endpoint", self.endpoint,
+                [python, "-m", "sage_worker", "--endpoint", self.endpoint,
                  "--engine", engine, "--name", f"test{self.port}",
+                 "--server-key", str(self.keys.server_secret),
+                 "--clients", str(self.keys.clients),
                  "--sessions-dir", str(self.sessions_dir),
                  "--uid-range", f"{self.uid_base()}:{self.uid_base() + uids - 1}", *extra],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
+                env={**os.environ, **(env or {})}, user=user, cwd=folder,
             )
         self.context = zmq.Context()
         self.clients: list[Client] = []
@@ -49,8 +56,10 @@ class WorkerProcess:
     def uid_base(self) -> int:
         return self._uid_base
 
-    def client(self) -> Client:
-        client = Client(self.context, self.endpoint)
+    def client(self, key: curve.KeyPair | None = None) -> Client:
+        """A client with the allowed key (or ``key``: an unknown one is refused)."""
+        client = Client(self.context, self.endpoint, key or self.keys.client,
+                        self.keys.server_public)
         self.clients.append(client)
         return client
 
@@ -82,10 +91,39 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class Keys:
+    """A test worker's CURVE keys: its own, and one allowed client's."""
+
+    def __init__(self, folder: Path):
+        self.server_public_file, self.server_secret = curve.create_pair(folder, "worker")
+        self.server_public = curve.load_public(self.server_public_file)
+        self.clients = folder / "clients"
+        client_public, self.client_secret = curve.create_pair(folder, "client")
+        self.clients.mkdir()
+        client_public.replace(self.clients / client_public.name)
+        self.client = curve.load_pair(self.client_secret)
+        # Readable by whoever runs the program that uses them (a test may run
+        # one as an unprivileged user).
+        for path in (folder, self.clients):
+            os.chmod(path, 0o755)
+
+
+def make_keys(folder: Path) -> Keys:
+    return Keys(folder)
+
+
+def stranger_key() -> curve.KeyPair:
+    public, secret = zmq.curve_keypair()
+    return curve.KeyPair(public, secret)
+
+
 class Client:
-    def __init__(self, context: zmq.Context, endpoint: str):
+    def __init__(self, context: zmq.Context, endpoint: str, key: curve.KeyPair,
+                 server_public: bytes):
         self.sock = context.socket(zmq.DEALER)
         self.sock.linger = 0
+        self.sock.sndtimeo = 5000  # a refused client has no peer to queue for: never hang
+        curve.connect_as(self.sock, key, server_public)
         self.sock.connect(endpoint)
         self.backlog: list[tuple[dict, bytes | None]] = []
 
@@ -104,7 +142,10 @@ class Client:
 
     def request(self, kind: str, timeout: float = 30, **fields) -> dict:
         request_id = f"r{next(_ids)}"
-        self.sock.send_multipart(protocol.request(kind, request_id, **fields))
+        try:
+            self.sock.send_multipart(protocol.request(kind, request_id, **fields))
+        except zmq.Again:
+            raise TimeoutError(f"could not send {kind}") from None
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
