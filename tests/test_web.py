@@ -20,7 +20,7 @@ from salvusctl import migrate, postgres
 from salvusctl.resources import sql_dir
 from tests.helpers import kill_everything_of, wait_for
 from tests.web_client import Browserish, WebProcess
-from tests.worker_client import WorkerProcess
+from tests.worker_client import WorkerProcess, make_keys
 
 pytestmark = pytest.mark.slow
 
@@ -52,13 +52,14 @@ def stack(web_db):
     workers = []
     web = None
     try:
+        keys = make_keys(folder / "keys")
         for i in range(2):
-            worker = WorkerProcess(folder / f"w{i}", "python")
+            worker = WorkerProcess(folder / f"w{i}", "python", keys=keys)
             workers.append(worker)
         for worker in workers:
             worker.wait_ready()
         web = WebProcess(folder / "web", [(f"w{i}", w.endpoint) for i, w in enumerate(workers)],
-                         web_db, "--sessions-per-browser", "3")
+                         web_db, "--sessions-per-browser", "3", keys=keys)
         web.wait_ready()
         yield web, workers
     finally:
@@ -150,7 +151,7 @@ def test_execute_before_open_is_refused(browser):
 
 def test_resume_after_a_dropped_connection_loses_nothing(stack, browser):
     web, _ = stack
-    first = browser()
+    first = browser("browser=resume")
     session = first.open()["session"]
     first.send(type="execute", cell="slow", code="import time\n"
                "for i in range(30):\n    print(i)\n    time.sleep(0.05)")
@@ -169,10 +170,10 @@ def test_resume_after_a_dropped_connection_loses_nothing(stack, browser):
 
 
 def test_reload_gets_the_cells_and_all_output(browser):
-    b = browser()
+    b = browser("browser=reloads")
     session = b.open()["session"]
     b.run("a", "print('hello')\n6*7")
-    again = browser()
+    again = browser("browser=reloads")
     attached = again.open(session, last_seq=0)
     assert attached["cells"] == [{"cell": "a", "code": "print('hello')\n6*7",
                                   "execution": "a~1", "state": "done", "status": "ok"}]
@@ -188,25 +189,31 @@ def test_quota_per_browser(browser):
     assert refused["type"] == "protocol_error" and refused["code"] == "quota"
 
 
+def sessions_on(worker: WorkerProcess) -> int:
+    return worker.client().request("ping")["sessions"]
+
+
 def test_worker_killed_ends_the_cell_with_a_notice_then_runs_on_a_live_worker(stack, browser):
     web, workers = stack
     b = browser()
     b.open()
-    pid = int(b.run("w", "import os\nos.getppid()")[1]["data"]["text/plain"])
-    victim = next(w for w in workers if w.proc.pid == pid)
+    before = [sessions_on(w) for w in workers]
+    b.run("w", "1")
+    victim, survivor = sorted(workers, key=lambda w: before[workers.index(w)] - sessions_on(w))
     b.send(type="execute", cell="long", code="import time\ntime.sleep(60)")
     time.sleep(0.5)
     os.kill(victim.proc.pid, signal.SIGKILL)
     messages = b.until_done("long", timeout=15)
     assert any(m["type"] == "notice" and "stopped" in m["text"] for m in messages)
     assert messages[-1]["status"] == "killed"
-    after = b.run("again", "import os\nos.getppid()")
+    on_survivor = sessions_on(survivor)
+    after = b.run("again", "1")
     assert after[-1]["status"] == "ok"
-    assert int(after[1]["data"]["text/plain"]) != pid
+    assert sessions_on(survivor) == on_survivor + 1  # a fresh session, on the live worker
     # leave the module's stack whole for the tests after this one
     victim.proc.wait()
     victim.stop()  # closes its sockets and context
-    replacement = WorkerProcess(victim.folder.parent / "w-new", "python")
+    replacement = WorkerProcess(victim.folder.parent / "w-new", "python", keys=victim.keys)
     replacement.wait_ready()
     workers[workers.index(victim)] = replacement
     web.write_workers([(f"n{i}", w.endpoint) for i, w in enumerate(workers)])
@@ -309,7 +316,7 @@ def test_share_stores_cells_under_a_short_random_id(stack, web_db):
     for _ in range(2):
         with urllib.request.urlopen(web.url + first["url"], timeout=5) as response:
             page = response.read().decode()
-    assert '"x^10 <\\/script>"' in page and "<!--SHARED-->" not in page
+    assert '"x^10 \\u003c/script\\u003e"' in page and "<!--SHARED-->" not in page
     conn = psycopg2.connect(web_db)
     with conn, conn.cursor() as cur:
         cur.execute("SELECT opened, last_opened IS NOT NULL FROM short_urls WHERE id = %s",

@@ -25,10 +25,15 @@ def free_port() -> int:
 
 
 class WebProcess:
+    """``python -m web`` with the workers given as (name, endpoint); ``keys``
+    (tests.worker_client.Keys) are the workers' server key and the client key
+    they allow, which this frontend uses."""
+
     def __init__(self, folder: Path, workers: list[tuple[str, str]], dsn: str | None,
-                 *extra: str, name: str = "webtest"):
+                 *extra: str, name: str = "webtest", keys=None):
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
+        self.keys = keys
         self.workers_file = folder / "workers.json"
         self.write_workers(workers)
         database = []
@@ -41,12 +46,15 @@ class WebProcess:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "web", "--port", str(self.port), "--name", name,
-                 "--workers-file", str(self.workers_file), *database, *extra],
+                 "--workers-file", str(self.workers_file), *database,
+                 *(["--curve-key", str(keys.client_secret)] if keys else []), *extra],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def write_workers(self, workers: list[tuple[str, str]]) -> None:
         temp = self.workers_file.with_suffix(".tmp")
-        temp.write_text(json.dumps([{"name": n, "endpoint": e} for n, e in workers]))
+        key = self.keys.server_public.decode() if self.keys else ""
+        temp.write_text(json.dumps([{"name": n, "endpoint": e, "server_key": key}
+                                    for n, e in workers]))
         temp.replace(self.workers_file)
 
     def health(self) -> tuple[int, dict]:

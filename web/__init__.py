@@ -1,8 +1,12 @@
 """The Salvus web frontend: ``create_app(config)`` builds the Flask app.
 
 Config keys: NAME, DSN_FILE (database; blobs and health), WORKERS_FILE (the
-workers list salvusctl writes), QUOTAS (web.sessions.Quotas). Without
-WORKERS_FILE the app serves pages and health only (unit tests).
+workers list salvusctl writes), CURVE_KEY (this frontend's CURVE certificate
+for the workers), QUOTAS (web.sessions.Quotas), API_LIMITS (web.api.ApiLimits),
+MEMCACHED, ALLOWED_ORIGINS (sites that may embed us or call us from a page).
+Without WORKERS_FILE the app serves pages and health only (unit tests).
+``create_app`` starts nothing: ``app.extensions["salvus"].start()`` starts the
+frontend's greenlets (web/__main__.py does, when it serves).
 """
 
 from __future__ import annotations
@@ -11,14 +15,18 @@ import json
 import secrets
 import sys
 import time
+import traceback
 from pathlib import Path
 
-from flask import Flask, Response, abort, jsonify, request, send_from_directory
+from flask import Flask, Response, jsonify, request, send_from_directory
+from flask_limiter import Limiter
+from flask_limiter.errors import RateLimitExceeded
 from flask_sock import Sock
+from werkzeug.exceptions import HTTPException
 
-from web import api, blobs, permalinks
+from web import api, blobs, permalinks, security
 from web.cache import Cache
-from web.db import Database
+from web.db import Database, DatabaseUnavailable
 from web.sessions import Quotas, SessionManager
 from web.websocket import serve_browser
 
@@ -39,8 +47,9 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.config.update(NAME="web", STARTED=time.time(), QUOTAS=Quotas(), DSN_FILE=None,
                       API_LIMITS=api.ApiLimits(), MAX_CONTENT_LENGTH=2 << 20, MEMCACHED=None,
-                      WORKERS_FILE=None,
-                      SOCK_SERVER_OPTIONS={"ping_interval": 20, "max_message_size": 16 << 20})
+                      WORKERS_FILE=None, CURVE_KEY=None, ALLOWED_ORIGINS=(),
+                      SOCK_SERVER_OPTIONS={"ping_interval": 20,
+                                           "max_message_size": 2 << 20})
     app.config.update(config or {})
     name = app.config["NAME"]
     say = lambda message: log(f"{name}: {message}")  # noqa: E731
@@ -48,13 +57,19 @@ def create_app(config: dict | None = None) -> Flask:
     cache = Cache(app.config["MEMCACHED"], say)
     manager = SessionManager(db, app.config["QUOTAS"], say)
     if app.config["WORKERS_FILE"]:
+        from sage_worker import curve
         from web.workers import WorkerPool
 
-        manager.pool = WorkerPool(app.config["WORKERS_FILE"], manager.on_worker_message,
-                                  manager.on_worker_lost, say)
+        key = curve.load_pair(Path(app.config["CURVE_KEY"])) if app.config["CURVE_KEY"] \
+            else None
+        manager.pool = WorkerPool(app.config["WORKERS_FILE"], manager.client(name, key), say)
     app.extensions["salvus"] = manager
+    allowed = tuple(app.config["ALLOWED_ORIGINS"])
+    security.install(app, allowed)
+    limiter = _limiter(app)
     sock = Sock(app)
     health_cache: dict = {}
+    slots = api.Slots()
 
     @app.get("/")
     def index():
@@ -64,24 +79,38 @@ def create_app(config: dict | None = None) -> Flask:
                                 samesite="Lax", max_age=365 * 86400)
         return response
 
+    @app.before_request
+    def refuse_other_sites():
+        acts = request.method not in ("GET", "HEAD", "OPTIONS") or request.path == "/ws"
+        if acts and not security.from_allowed_origin(request, allowed):
+            return _json_error(403, "requests from other sites are refused; open the "
+                                    "worksheet itself, or ask the admin to allow your site")
+        return None
+
     @app.post("/api/share")
+    @limiter.limit(lambda: app.config["API_LIMITS"].rate_per_ip)
     def share():
         try:
-            content = permalinks.normalize(request.get_json(silent=True))
+            content = permalinks.normalize(_read_json('{"cells": [{"code": ...}]}'))
             link = permalinks.store(db, content)
-        except permalinks.ShareError as err:
-            return jsonify(error=err.message), err.status
+        except (permalinks.ShareError, api.ApiError) as err:
+            return _json_error(err.status, err.message)
+        except DatabaseUnavailable:
+            return _unavailable()
         return jsonify(id=link, url=f"/s/{link}")
 
     @app.get("/s/<link>")
     def shared(link: str):
-        content = permalinks.open_link(db, link, cache) if db.configured else None
+        try:
+            content = permalinks.open_link(db, link, cache) if db.configured else None
+        except DatabaseUnavailable:
+            return send_from_directory(STATIC, "unavailable.html", max_age=0), 503, \
+                {"Retry-After": "5"}
         if content is None:
             return send_from_directory(STATIC, "missing.html", max_age=0), 404
         page = (STATIC / "index.html").read_text()
-        data = json.dumps(content).replace("</", "<\\/")
-        page = page.replace("<!--SHARED-->",
-                            f'<script id="shared" type="application/json">{data}</script>')
+        page = page.replace("<!--SHARED-->", '<script id="shared" type="application/json">'
+                            f"{permalinks.embeddable_json(content)}</script>")
         return Response(page, mimetype="text/html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/s")
@@ -101,21 +130,28 @@ def create_app(config: dict | None = None) -> Flask:
 
     @app.get("/blobs/<sha1>")
     def blob(sha1: str):
-        cached = cache.get(f"blob:{sha1}") if blobs.SHA1.match(sha1) else None
+        if not blobs.SHA1.match(sha1):
+            return _json_error(404, "no such blob")
+        cached = cache.get(f"blob:{sha1}")
         if cached is not None:
             mime, _, data = cached.partition(b"\n")
-            mime = mime.decode()
+            mime = mime.decode(errors="replace")
         else:
-            found = blobs.load(db, sha1) if db.configured else None
+            try:
+                found = blobs.load(db, sha1) if db.configured else None
+            except DatabaseUnavailable:
+                return _unavailable()
             if found is None:
-                abort(404)
+                return _json_error(404, "no such blob")
             mime, data = found
             cache.set(f"blob:{sha1}", mime.encode() + b"\n" + data)
-        return Response(data, mimetype=mime, headers={
+        served = blobs.served_as(mime)
+        return Response(data, mimetype=served, headers={
             "Cache-Control": "public, max-age=31536000, immutable", "ETag": sha1,
             # An SVG opened on its own must not run anything.
-            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
-            "X-Content-Type-Options": "nosniff"})
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                       "sandbox",
+            "Content-Disposition": "inline" if served == mime else "attachment"})
 
     @app.get("/health")
     def health():
@@ -131,21 +167,38 @@ def create_app(config: dict | None = None) -> Flask:
         return jsonify(body), 200 if ok else 503
 
     @app.post("/api/execute")
+    @limiter.limit(lambda: app.config["API_LIMITS"].rate_per_ip)
+    @limiter.limit(lambda: app.config["API_LIMITS"].rate_total, key_func=lambda: "everyone")
     def api_execute():
         limits = app.config["API_LIMITS"]
-        body = request.get_json(silent=True) if request.is_json else request.form.to_dict()
         try:
+            body = _read_json('{"code": ...}') if request.is_json else request.form.to_dict()
             if not isinstance(body, dict):
                 raise api.ApiError(400, "send JSON ({\"code\": ...}) or a form with 'code'")
             code, engine, timeout = api.parse(body, limits)
-            return jsonify(api.execute(manager, code, engine, timeout, limits))
+            with slots.take(request.remote_addr or "?", limits):
+                return jsonify(api.execute(manager, code, engine, timeout, limits))
         except api.ApiError as err:
-            return jsonify(error=err.message), err.status
+            return _json_error(err.status, err.message, err.retry_after)
 
-    @app.errorhandler(413)
-    def too_large(_error):
-        limit = app.config["MAX_CONTENT_LENGTH"]
-        return jsonify(error=f"request body over {limit} bytes; send less"), 413
+    @app.errorhandler(RateLimitExceeded)
+    def rate_limited(error: RateLimitExceeded):
+        return _json_error(429, f"too many requests ({error.description} per address or "
+                                "in all); wait a little", 60)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        if request.path.startswith("/api/") or error.code == 413:
+            text = {413: f"request body over {app.config['MAX_CONTENT_LENGTH']} bytes; "
+                         "send less"}.get(error.code, f"{error.name}: {error.description}")
+            return _json_error(error.code or 400, text)
+        return error
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception):
+        where = traceback.extract_tb(error.__traceback__)[-1]
+        say(f"{request.method} {request.path}: {error!r} at {where.filename}:{where.lineno}")
+        return _json_error(500, "an internal error; it was logged")
 
     @sock.route("/ws")
     def websocket(ws):
@@ -153,6 +206,43 @@ def create_app(config: dict | None = None) -> Flask:
         serve_browser(ws, manager, browser, request.remote_addr or "?")
 
     return app
+
+
+def _limiter(app: Flask) -> Limiter:
+    """Request rates per IP and in all, shared by every frontend through
+    memcached; without memcached (or while it is gone) each frontend counts
+    on its own, and never fails a request because counting failed."""
+    address = app.config["MEMCACHED"]
+    return Limiter(lambda: request.remote_addr or "?", app=app,
+                   storage_uri=f"memcached://{address}" if address else "memory://",
+                   storage_options={"connect_timeout": 0.2, "timeout": 0.2} if address else {},
+                   strategy="fixed-window", swallow_errors=True,
+                   in_memory_fallback_enabled=True, headers_enabled=True,
+                   retry_after="delta-seconds")
+
+
+def _read_json(example: str):
+    """The request's JSON body; anything else is a 400 naming the problem."""
+    try:
+        return json.loads(request.get_data(cache=True) or b"null")
+    except RecursionError:
+        raise api.ApiError(400, f"the JSON body is nested too deeply; send {example}") \
+            from None
+    except (UnicodeDecodeError, ValueError):
+        raise api.ApiError(400, f"the body is not valid JSON; send {example}") from None
+
+
+def _json_error(status: int, message: str, retry_after: int | None = None) -> Response:
+    response = jsonify(error=message)
+    response.status_code = status
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def _unavailable() -> Response:
+    return _json_error(503, "the database is unavailable right now; try again in a moment",
+                       5)
 
 
 def _database_ok(db: Database) -> bool:

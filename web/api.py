@@ -7,16 +7,26 @@
 Answer: {"status": ok|error|interrupted|timeout|limit|killed, "stdout", "stderr",
 "result": {mime: text} or null, "images": [{"url", "mime", "sha1"}],
 "error": {"ename", "evalue", "traceback"} or null, "notices": [...]}.
+
+Quotas (from the config): requests per IP and in all (a rate, kept by
+Flask-Limiter in memcached, see web/__init__.py), and executions running at
+once on this frontend, in all and per IP (``Slots``): API callers never take
+more than their share of the workers, so they cannot starve the worksheets.
+Beyond a quota: 429 with ``Retry-After`` and a one-line JSON error.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections import Counter
 from dataclasses import dataclass
 
-import gevent
 from gevent.event import Event
 
 from web import blobs
+from web.db import DatabaseUnavailable
+from web.sessions import NoWorker
+from web.workers import WorkerUnavailable
 
 GRACE = 5.0  # seconds an interrupted execution gets before the session is ended
 
@@ -26,13 +36,45 @@ class ApiLimits:
     max_code: int = 64 << 10  # characters
     max_timeout: float = 30.0  # seconds
     max_output: int = 1 << 20  # characters of stdout + stderr kept in the answer
+    concurrent: int = 8  # executions at once on one frontend, from all callers
+    concurrent_per_ip: int = 2  # executions at once from one IP address
+    rate_per_ip: str = "60/minute"  # requests from one IP address (all frontends)
+    rate_total: str = "1200/minute"  # requests from everyone (all frontends)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry_after: int | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
+
+
+class Slots:
+    """Executions running at once on this frontend, in all and per IP.
+    (gevent runs one greenlet at a time: plain counters are exact.)"""
+
+    def __init__(self):
+        self.total = 0
+        self.by_ip: Counter[str] = Counter()
+
+    @contextlib.contextmanager
+    def take(self, ip: str, limits: ApiLimits):
+        if self.total >= limits.concurrent:
+            raise ApiError(429, f"{self.total} API executions are running on this server "
+                           f"(the limit is {limits.concurrent}); try again in a moment", 1)
+        if self.by_ip[ip] >= limits.concurrent_per_ip:
+            raise ApiError(429, f"{self.by_ip[ip]} of your API executions are running (the "
+                           f"limit is {limits.concurrent_per_ip}); wait for them", 1)
+        self.total += 1
+        self.by_ip[ip] += 1
+        try:
+            yield
+        finally:
+            self.total -= 1
+            self.by_ip[ip] -= 1
+            if not self.by_ip[ip]:
+                del self.by_ip[ip]
 
 
 class Collector:
@@ -60,7 +102,12 @@ class Collector:
         elif kind == "result":
             self.answer["result"] = message["data"]
         elif kind == "image":
-            sha1 = blobs.store(self.db, blob, message["mime"])
+            try:
+                sha1 = blobs.store(self.db, blob, message["mime"])
+            except DatabaseUnavailable:
+                self.answer["notices"].append("an image was left out: the database is "
+                                              "unavailable right now")
+                return
             self.answer["images"].append({"url": blobs.url(sha1), "mime": message["mime"],
                                           "sha1": sha1})
         elif kind == "error":
@@ -89,9 +136,12 @@ def parse(body: dict, limits: ApiLimits) -> tuple[str, str | None, float]:
     engine = body.get("engine") or None
     if engine not in (None, "sage", "python"):
         raise ApiError(400, "'engine' must be 'sage' or 'python'")
+    timeout = body.get("timeout", limits.max_timeout)
     try:
-        timeout = float(body.get("timeout", limits.max_timeout))
-    except (TypeError, ValueError):
+        if isinstance(timeout, bool):
+            raise ValueError
+        timeout = float(timeout)
+    except (TypeError, ValueError, OverflowError):
         raise ApiError(400, "'timeout' must be a number of seconds") from None
     if not 0 < timeout <= limits.max_timeout:
         raise ApiError(400, f"'timeout' must be more than 0 and at most {limits.max_timeout}")
@@ -100,20 +150,13 @@ def parse(body: dict, limits: ApiLimits) -> tuple[str, str | None, float]:
 
 def execute(manager, code: str, engine: str | None, timeout: float,
             limits: ApiLimits) -> dict:
-    links = manager.pool.choose(engine) if manager.pool else []
-    for link in links:
-        try:
-            reply = link.request("start", timeout=10)
-        except gevent.Timeout:
-            continue
-        if reply.get("type") == "started":
-            break
-    else:
-        what = f"a {engine} worker" if engine else "a compute worker"
-        raise ApiError(503, f"no {what} can take a session right now; try again later")
-    session = reply["session"]
     collector = Collector(manager.db, limits.max_output)
-    manager.route[(link.name, session)] = collector
+    try:
+        link, session = manager.start_worker_session(collector, engine, wait=0)
+    except NoWorker:
+        what = f"a {engine} worker" if engine else "a compute worker"
+        raise ApiError(503, f"no {what} can take a session right now; try again later",
+                       5) from None
     try:
         link.send("execute", session=session, execution="api", code=code)
         if not collector.done.wait(timeout):
@@ -122,6 +165,10 @@ def execute(manager, code: str, engine: str | None, timeout: float,
             collector.done.wait(GRACE)
             collector.answer["status"] = "timeout"
         return collector.answer
+    except WorkerUnavailable:
+        collector.worker_lost("it is not taking requests")
+        return collector.answer
     finally:
         manager.route.pop((link.name, session), None)
-        link.send("end", session=session)
+        with contextlib.suppress(WorkerUnavailable):
+            link.send("end", session=session)

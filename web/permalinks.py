@@ -58,6 +58,16 @@ def normalize(body) -> dict:
     return content
 
 
+def embeddable_json(content: dict) -> str:
+    """JSON to put inside a <script type="application/json"> element of a page:
+    no character that HTML could read as markup (``</script>``, ``<!--``) is
+    left literal, so no cell's text can end the element or open a script."""
+    text = json.dumps(content, ensure_ascii=True)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(char, escaped)
+    return text
+
+
 def store(db: Database, content: dict) -> str:
     text = json.dumps(content, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(text.encode()).hexdigest()

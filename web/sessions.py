@@ -1,15 +1,20 @@
 """Worksheet sessions in the frontend: they outlive websockets.
 
-A ``Session`` holds its cells, a bounded replay buffer of every message it
-sent (numbered by ``seq``) and its worker session. Browsers attach and detach
-(``Connection``); on attach they get the cells and every buffered message
-after the last ``seq`` they saw. When a worker is lost, running cells get a
-notice and ``done(killed)``, and the next execution starts a fresh worker
-session on a live worker.
+A ``Session`` holds its cells, a bounded log of every message it sent
+(numbered by ``seq``) and its worker session. Browsers attach and detach
+(``Connection``). A connection does not queue what a session publishes: its
+writer pulls the next message from the session's log by ``seq`` when the
+previous one is on the wire. So a browser that cannot keep up costs no
+memory beyond the log; when the log has dropped what it still needs, it gets
+a ``gap`` message saying how much, and goes on from the oldest message kept.
+
+When a worker is lost, running cells get a notice and ``done(killed)``, and
+the next execution starts a fresh worker session on a live worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import secrets
 import time
@@ -18,14 +23,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import gevent
+from gevent.event import Event
 from gevent.lock import Semaphore
-from gevent.queue import Queue
 
 from web import blobs, wire
+from web.db import DatabaseUnavailable
+from web.workers import WorkerClient, WorkerLink, WorkerPool, WorkerUnavailable
 
-BUFFER_MESSAGES = 20000
+LOG_MESSAGES = 20000
+LOG_BYTES = 16 << 20  # a whole execution at the worker's default output cap fits
 WAIT_FOR_WORKER = 15.0  # seconds a new session waits for a live worker with room
-BUFFER_BYTES = 32 << 20
+DIRECT_LIMIT = 64  # replies (attached, pong, errors) waiting for one websocket
+LEAVE_GRACE = 15.0  # seconds a session whose tab was closed waits for a reload
 
 
 class NoWorker(Exception):
@@ -33,27 +42,63 @@ class NoWorker(Exception):
 
 
 class Connection:
-    """One websocket: everything sent to it goes through one writer greenlet."""
+    """One websocket. Everything is written by one greenlet, started by ``start``:
+    direct replies first, then the followed session's messages, in seq order."""
 
     def __init__(self, ws):
         self.ws = ws
-        self.outbox: Queue = Queue()
+        self.direct: deque[str] = deque()
+        self.session: Session | None = None
+        self.next_seq = 1
+        self.wake = Event()
         self.closed = False
+        self.writer = None
+
+    def start(self) -> None:
         self.writer = gevent.spawn(self._write)
 
     def send(self, message: dict) -> None:
-        if not self.closed:
-            self.outbox.put(wire.encode(message))
+        self.send_text(wire.encode(message))
 
     def send_text(self, text: str) -> None:
-        if not self.closed:
-            self.outbox.put(text)
+        if self.closed:
+            return
+        if len(self.direct) >= DIRECT_LIMIT:
+            # A browser that sends requests and reads no answers: let it go.
+            self.close()
+            return
+        self.direct.append(text)
+        self.wake.set()
+
+    def follow(self, session: Session | None, after_seq: int) -> None:
+        self.session = session
+        self.next_seq = after_seq + 1
+        self.wake.set()
+
+    def _next_text(self) -> str | None:
+        if self.direct:
+            return self.direct.popleft()
+        session = self.session
+        if session is None or self.next_seq > session.seq:
+            return None
+        first = session.first_seq()
+        if self.next_seq < first:
+            missed = first - self.next_seq
+            self.next_seq = first
+            return wire.encode({"type": "gap", "missed": missed,
+                                "text": f"{missed} messages were dropped because this "
+                                        "connection could not keep up"})
+        text = session.text_at(self.next_seq)
+        self.next_seq += 1
+        return text
 
     def _write(self) -> None:
-        while True:
-            text = self.outbox.get()
+        while not self.closed:
+            text = self._next_text()
             if text is None:
-                return
+                self.wake.clear()
+                self.wake.wait()
+                continue
             try:
                 self.ws.send(text)
             except Exception:
@@ -62,14 +107,17 @@ class Connection:
 
     def close(self) -> None:
         self.closed = True
-        self.outbox.put(None)
+        self.wake.set()
 
 
 @dataclass
 class Quotas:
-    per_browser: int = 5
-    per_ip: int = 20
-    linger: float = 600.0  # seconds a session waits for its browser to come back
+    # Sessions one browser (cookie) holds open at once.
+    per_browser: int = 10
+    # Sessions one IP address holds open at once: a class of 100 behind one
+    # NAT, two tabs each. Detached sessions stop counting after LEAVE_GRACE.
+    per_ip: int = 200
+    linger: float = 600.0  # seconds a detached session waits for its browser to come back
 
 
 class Session:
@@ -79,48 +127,60 @@ class Session:
         self.browser = browser
         self.ip = ip
         self.seq = 0
-        self.buffer: deque[tuple[dict, str]] = deque()  # (message, its JSON)
-        self.buffer_bytes = 0
+        self.log: deque[str] = deque()  # the texts of messages first_seq() .. seq
+        self.log_bytes = 0
         self.cells: dict[str, dict] = {}
         self.executions: dict[str, str] = {}  # execution id -> cell
         self.interact_runs: dict[str, str] = {}  # execution id -> interact it re-runs
         self.counter = itertools.count(1)
-        self.link = None
+        self.link: WorkerLink | None = None
         self.worker_session: str | None = None
         self.listeners: set[Connection] = set()
         self.detached_at: float | None = time.monotonic()
+        self.left = False  # its page said it was closing
         self.starting = Semaphore()
 
     # -- messages to browsers
 
+    def first_seq(self) -> int:
+        return self.seq - len(self.log) + 1
+
+    def text_at(self, seq: int) -> str:
+        return self.log[seq - self.first_seq()]
+
     def publish(self, message: dict) -> None:
         self.seq += 1
         message["seq"] = self.seq
-        text = wire.encode(message)  # once: for the buffer and every listener
-        self.buffer.append((message, text))
-        self.buffer_bytes += len(text)
-        while self.buffer and (len(self.buffer) > BUFFER_MESSAGES
-                               or self.buffer_bytes > BUFFER_BYTES):
-            self.buffer_bytes -= len(self.buffer.popleft()[1])
-        for connection in list(self.listeners):
-            connection.send_text(text)
+        text = wire.encode(message)  # once: for the log and every listener
+        self.log.append(text)
+        self.log_bytes += len(text)
+        while len(self.log) > 1 and (len(self.log) > LOG_MESSAGES
+                                     or self.log_bytes > LOG_BYTES):
+            self.log_bytes -= len(self.log.popleft())
+        for connection in self.listeners:
+            connection.wake.set()
 
     def attach(self, connection: Connection, last_seq: int) -> None:
         self.listeners.add(connection)
         self.detached_at = None
-        first = self.buffer[0][0]["seq"] if self.buffer else self.seq + 1
+        self.left = False
+        last_seq = min(last_seq, self.seq)
         connection.send({"type": "attached", "session": self.id, "seq": self.seq,
                          "cells": [{"cell": cell, **state} for cell, state in
                                    self.cells.items()],
-                         "complete": last_seq >= first - 1})
-        for message, text in list(self.buffer):
-            if message["seq"] > last_seq:
-                connection.send_text(text)
+                         "complete": last_seq >= self.first_seq() - 1})
+        connection.follow(self, last_seq)
 
     def detach(self, connection: Connection) -> None:
         self.listeners.discard(connection)
         if not self.listeners:
             self.detached_at = time.monotonic()
+
+    def counts_toward_quota(self, now: float) -> bool:
+        """Attached, or detached so recently that its page may come right back."""
+        if self.detached_at is None:
+            return True
+        return not self.left and now - self.detached_at < LEAVE_GRACE
 
     # -- requests from browsers
 
@@ -131,13 +191,12 @@ class Session:
         self.publish({"type": "queued", "cell": cell, "execution": execution})
         try:
             self._ensure_worker_session()
-        except NoWorker as exc:
+            # Only an error answers an execute (output arrives as session
+            # messages); its request id leads such an error back here.
+            self.link.send("execute", f"exec|{self.id}|{execution}",
+                           session=self.worker_session, execution=execution, code=code)
+        except (NoWorker, WorkerUnavailable) as exc:
             self._finish(execution, "killed", str(exc))
-            return
-        # Only an error answers an execute (output arrives as session messages);
-        # its request id leads such an error back here.
-        self.link.send("execute", f"exec|{self.id}|{execution}",
-                       session=self.worker_session, execution=execution, code=code)
 
     def interact(self, cell: str, interact_id: str, values: dict) -> None:
         """Re-run an interact's function with new control values."""
@@ -147,14 +206,15 @@ class Session:
         self.publish({"type": "interact_run", "cell": cell, "interact": interact_id,
                       "execution": execution})
         if not (self.worker_session and self.link and self.link.alive):
-            self.publish({"type": "notice", "cell": cell, "execution": execution,
-                          "interact": interact_id,
-                          "text": "This interact's session has ended; run its cell again."})
-            self.publish({"type": "done", "cell": cell, "execution": execution,
-                          "interact": interact_id, "status": "killed"})
+            self._finish(execution, "killed",
+                         "This interact's session has ended; run its cell again.")
             return
-        self.link.send("interact", f"exec|{self.id}|{execution}", session=self.worker_session,
-                       execution=execution, interact=interact_id, values=values)
+        try:
+            self.link.send("interact", f"exec|{self.id}|{execution}",
+                           session=self.worker_session, execution=execution,
+                           interact=interact_id, values=values)
+        except WorkerUnavailable as exc:
+            self._finish(execution, "killed", str(exc))
 
     def execute_refused(self, execution: str, message: dict) -> None:
         if message.get("code") == "no_such_session":
@@ -165,46 +225,37 @@ class Session:
         with self.starting:
             if self.worker_session and self.link and self.link.alive:
                 return
-            # Workers may still be loading their math stack (seconds after a
-            # start): a cell waits a little for one rather than fail at once.
-            deadline = time.monotonic() + WAIT_FOR_WORKER
-            while True:
-                for link in self.manager.pool.choose() if self.manager.pool else []:
-                    try:
-                        reply = link.request("start", timeout=10)
-                    except gevent.Timeout:
-                        continue
-                    if reply.get("type") == "started":
-                        self.link, self.worker_session = link, reply["session"]
-                        self.manager.route[(link.name, reply["session"])] = self
-                        return
-                if time.monotonic() > deadline:
-                    raise NoWorker("No compute worker can take a session right now; "
-                                   "try again in a moment.")
-                gevent.sleep(0.2)
+            self.worker_session = None
+            self.link, self.worker_session = self.manager.start_worker_session(self)
 
     def interrupt(self) -> None:
         if self.worker_session and self.link:
-            self.link.send("interrupt", session=self.worker_session)
+            self._quietly("interrupt", session=self.worker_session)
 
     def restart(self) -> None:
         if self.worker_session and self.link:
-            self.link.send("restart", session=self.worker_session)
+            self._quietly("restart", session=self.worker_session)
             self.publish({"type": "session_status", "state": "restarted",
                           "reason": "restarted on request: variables are cleared"})
 
     def end(self) -> None:
         if self.worker_session and self.link:
-            self.link.send("end", session=self.worker_session)
+            self._quietly("end", session=self.worker_session)
             self.manager.route.pop((self.link.name, self.worker_session), None)
         self.worker_session = None
+
+    def _quietly(self, kind: str, **fields) -> None:
+        # A worker that is not reading gets the claim later, which ends what we drop.
+        with contextlib.suppress(WorkerUnavailable):
+            self.link.send(kind, **fields)
 
     # -- from the worker
 
     def on_worker_message(self, message: dict, blob: bytes | None) -> None:
         kind = message["type"]
         if kind == "session_ended":
-            self.manager.route.pop((self.link.name, self.worker_session), None)
+            if self.link:
+                self.manager.route.pop((self.link.name, self.worker_session), None)
             self.worker_session = None
             self._lose(f"The session ended ({message.get('reason')}); the next run starts "
                        "a fresh one.")
@@ -215,7 +266,14 @@ class Session:
         out = {k: v for k, v in message.items() if k not in ("session", "seq", "re")}
         out["cell"] = cell
         if kind == "image":
-            out["url"] = blobs.url(blobs.store(self.manager.db, blob, message["mime"]))
+            try:
+                out["url"] = blobs.url(blobs.store(self.manager.db, blob, message["mime"]))
+            except DatabaseUnavailable:
+                out = {"type": "notice", "cell": cell, "execution": message["execution"],
+                       "text": "An image could not be stored (the database is unavailable "
+                               "right now); run the cell again to see it."}
+                if "interact" in message:
+                    out["interact"] = message["interact"]
         execution = message["execution"]
         if execution in self.interact_runs:  # not the cell's own run
             out["interact"] = self.interact_runs[execution]
@@ -265,52 +323,105 @@ class SessionManager:
         self.db = db
         self.quotas = quotas
         self.say = say
-        self.pool = None  # set by the app once the worker pool exists
+        self.pool: WorkerPool | None = None
         self.sessions: dict[str, Session] = {}
-        self.route: dict[tuple[str, str], Session] = {}  # (worker, worker session) -> ours
+        self.route: dict[tuple[str, str], object] = {}  # (worker, its session) -> ours
+        self.reaper = None
+
+    def client(self, name: str, key) -> WorkerClient:
+        """Who this frontend is to its workers; their messages come back here."""
+        return WorkerClient(name, key, self.on_worker_message, self.on_worker_lost,
+                            self.held_on)
+
+    def start(self) -> None:
+        if self.pool is not None:
+            self.pool.start()
         self.reaper = gevent.spawn(self._reap)
 
+    # -- sessions of browsers
+
     def open(self, session_id: str | None, browser: str, ip: str) -> Session:
-        if session_id and session_id in self.sessions:
-            return self.sessions[session_id]
-        mine = [s for s in self.sessions.values() if s.browser == browser]
-        if len(mine) >= self.quotas.per_browser:
-            raise wire.WireError("quota", f"this browser already has {len(mine)} sessions "
-                                 f"(the limit is {self.quotas.per_browser}); close a tab")
-        from_ip = [s for s in self.sessions.values() if s.ip == ip]
-        if len(from_ip) >= self.quotas.per_ip:
-            raise wire.WireError("quota", f"{len(from_ip)} sessions are open from your "
-                                 f"address (the limit is {self.quotas.per_ip})")
+        known = self.sessions.get(session_id) if session_id else None
+        if known is not None and known.browser == browser:
+            return known  # another browser that learned the id gets a session of its own
+        self._make_room(lambda s: s.browser == browser, self.quotas.per_browser,
+                        f"this browser already has {{n}} sessions (the limit is "
+                        f"{self.quotas.per_browser}); close a tab")
+        self._make_room(lambda s: s.ip == ip, self.quotas.per_ip,
+                        f"{{n}} sessions are open from your address (the limit is "
+                        f"{self.quotas.per_ip}); close a tab or try again later")
         session = Session(self, browser, ip)
         self.sessions[session.id] = session
         return session
 
-    def on_worker_message(self, link, message: dict, blob: bytes | None) -> None:
-        if message.get("type") == "error" and "session" not in message:
+    def _make_room(self, mine: Callable[[Session], bool], limit: int, refusal: str) -> None:
+        """Within ``limit``, or ending detached sessions (oldest first) gets there;
+        else a quota error. Sessions whose page left wait for nobody."""
+        now = time.monotonic()
+        held = [s for s in self.sessions.values() if mine(s)]
+        counted = [s for s in held if s.counts_toward_quota(now)]
+        if len(counted) >= limit:
+            raise wire.WireError("quota", refusal.format(n=len(counted)))
+        detached = sorted((s for s in held if s.detached_at is not None),
+                          key=lambda s: s.detached_at)
+        for session in detached[:max(len(held) - limit + 1, 0)]:
+            self.close(session)
+
+    def close(self, session: Session) -> None:
+        session.end()
+        self.sessions.pop(session.id, None)
+
+    def start_worker_session(self, owner, engine: str | None = None,
+                             wait: float = WAIT_FOR_WORKER) -> tuple[WorkerLink, str]:
+        """A worker session for ``owner`` (a Session or an API collector) on the
+        least loaded live worker; waits a little for workers still loading."""
+        deadline = time.monotonic() + wait
+        while True:
+            for link in self.pool.choose(engine) if self.pool else []:
+                try:
+                    reply = link.request("start", timeout=10)
+                except (gevent.Timeout, WorkerUnavailable):
+                    continue
+                if reply.get("type") == "started":
+                    self.route[(link.name, reply["session"])] = owner
+                    return link, reply["session"]
+                if reply.get("code") == "isolation_failed":
+                    self.say(f"{link.name}: {reply.get('message')}")
+            if time.monotonic() > deadline:
+                raise NoWorker("No compute worker can take a session right now; "
+                               "try again in a moment.")
+            gevent.sleep(0.2)
+
+    # -- from workers
+
+    def on_worker_message(self, link: WorkerLink, message: dict, blob: bytes | None) -> None:
+        if message["type"] == "error" and "session" not in message:
             # A refused request (execution errors carry their session).
             _, _, rest = str(message.get("re") or "").partition("exec|")
             session_id, _, execution = rest.partition("|")
             if session_id in self.sessions:
                 self.sessions[session_id].execute_refused(execution, message)
             return
-        session = self.route.get((link.name, message.get("session")))
-        if session is not None:
-            try:
-                session.on_worker_message(message, blob)
-            except Exception as exc:  # one bad message must not stop the reader
-                self.say(f"session {session.id}: could not relay a message: {exc!r}")
+        owner = self.route.get((link.name, message.get("session")))
+        if owner is not None:
+            owner.on_worker_message(message, blob)
 
-    def on_worker_lost(self, link, why: str) -> None:
-        for (name, worker_session), session in list(self.route.items()):
+    def on_worker_lost(self, link: WorkerLink, why: str) -> None:
+        for (name, worker_session), owner in list(self.route.items()):
             if name == link.name:
                 del self.route[(name, worker_session)]
-                session.worker_lost(why)
+                owner.worker_lost(why)
+
+    def held_on(self, link: WorkerLink) -> list[str]:
+        return [worker_session for name, worker_session in self.route if name == link.name]
 
     def _reap(self) -> None:
         while True:
-            gevent.sleep(5)
+            gevent.sleep(1)
             now = time.monotonic()
             for session in list(self.sessions.values()):
-                if session.detached_at and now - session.detached_at > self.quotas.linger:
-                    session.end()
-                    del self.sessions[session.id]
+                if session.detached_at is None:
+                    continue
+                waited = now - session.detached_at
+                if waited > self.quotas.linger or (session.left and waited > LEAVE_GRACE):
+                    self.close(session)

@@ -5,16 +5,19 @@ from __future__ import annotations
 from simple_websocket import ConnectionClosed
 
 from web import wire
+from web.frames import whole_frames
 from web.sessions import Connection, Session, SessionManager
 
 RECEIVE_TIMEOUT = 30  # seconds; protocol pings (ping_interval) notice dead peers
 
 
 def serve_browser(ws, manager: SessionManager, browser: str, ip: str) -> None:
+    whole_frames(ws)  # until simple-websocket releases its fix for partial writes
     connection = Connection(ws)
+    connection.start()
     session: Session | None = None
     try:
-        while True:
+        while not connection.closed:
             frame = ws.receive(timeout=RECEIVE_TIMEOUT)
             if frame is None:
                 continue
@@ -53,4 +56,6 @@ def _dispatch(message: dict, connection: Connection, session: Session | None,
         session.restart()
     elif kind == "interact":
         session.interact(message["cell"], message["interact"], message["values"])
+    elif kind == "leave":
+        session.left = True  # its tab is closing: free its place soon unless it reloads
     return session

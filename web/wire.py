@@ -22,7 +22,9 @@ REQUESTS: dict[str, dict[str, tuple[type, bool]]] = {
     "restart": {},
     "ping": {},
     "interact": {"cell": (str, True), "interact": (str, True), "values": (dict, True)},
+    "leave": {},
 }
+MAX_VALUES = 100  # controls of one interact
 
 
 class WireError(Exception):
@@ -40,6 +42,8 @@ def parse(frame: str | bytes) -> dict[str, Any]:
                         f"{MAX_FRAME}")
     try:
         message = json.loads(frame)
+    except RecursionError:
+        raise WireError("malformed", "nested too deeply") from None
     except ValueError as exc:
         raise WireError("malformed", f"not JSON: {exc}") from None
     if not isinstance(message, dict):
@@ -61,10 +65,19 @@ def parse(frame: str | bytes) -> dict[str, Any]:
                             "characters")
         if field == "last_seq" and value < 0:
             raise WireError("bad_field", "open: 'last_seq' must not be negative")
+    if kind == "interact" and not _flat_values(message["values"]):
+        raise WireError("bad_field", f"interact: 'values' must map at most {MAX_VALUES} "
+                        "control names to numbers, text or true/false")
     if kind == "execute" and len(message["code"]) > MAX_CODE:
         raise WireError("too_large", f"cell of {len(message['code'])} characters; the "
                         f"limit is {MAX_CODE}")
     return message
+
+
+def _flat_values(values: dict) -> bool:
+    return len(values) <= MAX_VALUES and all(
+        isinstance(k, str) and len(k) <= MAX_ID and isinstance(v, str | int | float | bool)
+        and len(str(v)) <= MAX_CODE for k, v in values.items())
 
 
 def encode(message: dict[str, Any]) -> str:

@@ -1,17 +1,29 @@
 """The frontend's view of the compute workers.
 
-Workers are listed in a JSON file that salvusctl writes
-(``[{"name": ..., "endpoint": ...}, ...]``); the pool re-reads it when it
-changes, so adding or removing a worker needs no restart. Each worker gets one
-DEALER socket; a ping every second tells who is alive, how loaded, and
-whether it restarted (its pid changed: its sessions are gone).
+Workers are listed in a JSON file that salvusctl writes (``[{"name": ...,
+"endpoint": ..., "server_key": <Z85 CURVE public key>}, ...]``); the pool
+re-reads it when it changes, so adding or removing a worker needs no restart.
+Each worker gets one CURVE-encrypted DEALER socket with a stable routing id
+(the frontend's name and host), so a restarted frontend is recognised as the
+same client. A ping every second tells who is alive, how loaded, and whether
+it restarted (its pid changed: its sessions are gone).
+
+What a worker sends is not trusted (it relays what sessions produce):
+``protocol.parse_message`` validates every message, and an error while
+handling one message costs that message only, logged once per kind, never
+the reader. When a worker is back after the frontend gave up on it, the
+frontend tells it which sessions it still holds (``claim``), so the sessions
+it abandoned end instead of living without an owner.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import socket
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,30 +31,63 @@ import gevent
 import zmq.green as zmq
 from gevent.event import AsyncResult
 
-from sage_worker import protocol
+from sage_worker import curve, protocol
 
 PING_EVERY = 1.0
 DEAD_AFTER = 3.0
+RECEIVE_HWM = 1000  # messages the socket holds for us before the worker holds back
+SEND_HWM = 1000
 _ids = itertools.count(1)
 
 
+class WorkerUnavailable(Exception):
+    """A worker does not take requests now (gone, stopped, or not reading)."""
+
+
+class OncePerKind:
+    """Log a recurring problem once, then count it: a hostile session must not
+    be able to fill the log (or slow the reader down with it)."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.say = say
+        self.seen: dict[str, int] = {}
+
+    def __call__(self, kind: str, message: str) -> None:
+        count = self.seen.get(kind, 0) + 1
+        self.seen[kind] = count
+        if count == 1:
+            self.say(f"{message} (logged once; later ones are counted)")
+        elif count in (10, 100, 1000, 10000):
+            self.say(f"{kind}: {count} times so far")
+
+
 class WorkerLink:
-    def __init__(self, name: str, endpoint: str, context, on_message: Callable,
-                 on_lost: Callable, say: Callable[[str], None]):
+    def __init__(self, name: str, endpoint: str, server_key: bytes | None, context,
+                 client: WorkerClient, say: Callable[[str], None]):
         self.name = name
         self.endpoint = endpoint
-        self.on_message = on_message  # (link, message, blob) for session output
-        self.on_lost = on_lost  # (link, why) when its sessions are gone
+        self.server_key = server_key
+        self.client = client
         self.say = say
+        self.problem = OncePerKind(say)
         self.sock = context.socket(zmq.DEALER)
         self.sock.linger = 0
+        self.sock.rcvhwm = RECEIVE_HWM
+        self.sock.sndhwm = SEND_HWM
+        self.sock.routing_id = client.identity
+        if client.key is not None and server_key is not None:
+            curve.connect_as(self.sock, client.key, server_key)
         self.sock.connect(endpoint)
         self.pending: dict[str, AsyncResult] = {}
         self.last_pong = 0.0
         self.pid: int | None = None
         self.load = 1.0
         self.engine: str | None = None
-        self.reported_down = False
+        self.isolation: dict | None = None
+        self.lost = True  # until the first pong: then it claims what we hold (nothing)
+        self.greenlets: list = []
+
+    def start(self) -> None:
         self.greenlets = [gevent.spawn(self._read), gevent.spawn(self._ping)]
 
     @property
@@ -52,14 +97,19 @@ class WorkerLink:
     def send(self, kind: str, request_id: str | None = None, **fields) -> str:
         """A request whose reply nobody waits for (errors go to on_message)."""
         request_id = request_id or f"{self.name}-{next(_ids)}"
-        self.sock.send_multipart(protocol.request(kind, request_id, **fields))
+        try:
+            self.sock.send_multipart(protocol.request(kind, request_id, **fields),
+                                     zmq.NOBLOCK)
+        except zmq.Again:
+            # Nothing queues without bound for a worker that does not read.
+            raise WorkerUnavailable(f"{self.name} is not taking requests") from None
         return request_id
 
     def request(self, kind: str, timeout: float = 5.0, **fields) -> dict:
         request_id = f"{self.name}-{next(_ids)}"
         result = self.pending[request_id] = AsyncResult()
         try:
-            self.sock.send_multipart(protocol.request(kind, request_id, **fields))
+            self.send(kind, request_id, **fields)
             return result.get(timeout=timeout)
         finally:
             self.pending.pop(request_id, None)
@@ -68,62 +118,101 @@ class WorkerLink:
         while True:
             frames = self.sock.recv_multipart()
             try:
-                message, blob = protocol.parse_message(frames)
-            except (protocol.ProtocolError, ValueError) as exc:
-                self.say(f"{self.name}: ignored a bad message ({exc})")
-                continue
-            waiter = self.pending.pop(message.get("re"), None) if message.get("re") else None
-            if waiter is not None:
-                waiter.set(message)
-            elif message.get("type") == "pong":
-                self._pong(message)
-            elif "session" in message or message.get("type") == "error":
-                self.on_message(self, message, blob)
+                self._dispatch(frames)
+            except Exception as exc:  # one bad message costs that message only
+                where = traceback.extract_tb(exc.__traceback__)[-1]
+                self.problem(f"{type(exc).__name__}@{where.filename}:{where.lineno}",
+                             f"{self.name}: could not handle a message: {exc!r} at "
+                             f"{where.filename}:{where.lineno}")
+
+    def _dispatch(self, frames: list[bytes]) -> None:
+        try:
+            message, blob = protocol.parse_message(frames)
+        except protocol.ProtocolError as err:
+            self.problem(f"invalid:{err.message[:40]}",
+                         f"{self.name}: dropped an invalid message ({err.message})")
+            return
+        waiter = self.pending.pop(message.get("re"), None) if message.get("re") else None
+        if waiter is not None:
+            waiter.set(message)
+        elif message["type"] == "pong":
+            self._pong(message)
+        elif "session" in message or message["type"] == "error":
+            self.client.on_message(self, message, blob)
 
     def _pong(self, message: dict) -> None:
         if self.pid is not None and message.get("pid") != self.pid:
             self.say(f"{self.name}: restarted (pid {self.pid} -> {message.get('pid')})")
-            self.on_lost(self, "the worker restarted")
+            self.client.on_lost(self, "the worker restarted")
         self.pid = message.get("pid")
         self.engine = message.get("engine")
-        self.load = float(message.get("load", 1.0))
+        self.isolation = message.get("isolation")
+        load = message.get("load", 1.0)
+        self.load = float(load) if isinstance(load, int | float) else 1.0
         self.last_pong = time.monotonic()
-        self.reported_down = False
+        if self.lost:
+            self.lost = False
+            self._claim()
+
+    def _claim(self) -> None:
+        """Tell the worker which of its sessions we still hold; it ends the
+        others of ours (held before we lost it, or before we restarted)."""
+        try:
+            self.send("claim", sessions=self.client.held(self))
+        except WorkerUnavailable:
+            self.lost = True  # try again with the next pong
 
     def _ping(self) -> None:
         while True:
-            self.sock.send_multipart(protocol.request("ping", f"ping-{next(_ids)}"))
+            # A full queue means it is not answering: noticed below.
+            with contextlib.suppress(WorkerUnavailable):
+                self.send("ping", f"ping-{next(_ids)}")
             gevent.sleep(PING_EVERY)
-            if not self.alive and self.last_pong and not self.reported_down:
-                self.reported_down = True
+            if not self.alive and self.last_pong and not self.lost:
+                self.lost = True
                 self.say(f"{self.name}: not answering; its sessions are lost")
-                self.on_lost(self, "the worker stopped answering")
+                self.client.on_lost(self, "the worker stopped answering")
 
     def close(self) -> None:
         gevent.killall(self.greenlets)
         self.sock.close(linger=0)
 
 
+class WorkerClient:
+    """Who this frontend is to the workers, and where their news goes."""
+
+    def __init__(self, name: str, key: curve.KeyPair | None, on_message: Callable,
+                 on_lost: Callable, held: Callable):
+        self.identity = f"{name}@{socket.gethostname()}".encode()
+        self.key = key
+        self.on_message = on_message  # (link, message, blob): session output, refusals
+        self.on_lost = on_lost  # (link, why): its sessions are gone
+        self.held = held  # (link) -> ids of the worker sessions we hold there
+
+
 class WorkerPool:
-    def __init__(self, workers_file: str | Path, on_message: Callable, on_lost: Callable,
+    def __init__(self, workers_file: str | Path, client: WorkerClient,
                  say: Callable[[str], None]):
         self.path = Path(workers_file)
-        self.on_message = on_message
-        self.on_lost = on_lost
+        self.client = client
         self.say = say
         self.context = zmq.Context.instance()
         self.links: dict[str, WorkerLink] = {}
         self.signature = None
+        self.watcher = None
+
+    def start(self) -> None:
         self.reload()
         self.watcher = gevent.spawn(self._watch)
 
-    def _read_file(self) -> dict[str, str]:
+    def _read_file(self) -> dict[str, tuple[str, bytes | None]]:
         try:
             entries = json.loads(self.path.read_text())
-            return {e["name"]: e["endpoint"] for e in entries}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return {e["name"]: (e["endpoint"], e.get("server_key", "").encode() or None)
+                    for e in entries}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             self.say(f"workers file {self.path} unreadable ({exc}); keeping the old list")
-            return {name: link.endpoint for name, link in self.links.items()}
+            return {name: (link.endpoint, link.server_key) for name, link in self.links.items()}
 
     def reload(self) -> None:
         try:
@@ -133,16 +222,19 @@ class WorkerPool:
             self.signature = None
         wanted = self._read_file()
         for name in list(self.links):
-            if wanted.get(name) != self.links[name].endpoint:
-                link = self.links.pop(name)
+            link = self.links[name]
+            if wanted.get(name) != (link.endpoint, link.server_key):
+                del self.links[name]
                 self.say(f"{name}: removed from the workers file")
-                self.on_lost(link, "the worker was removed")
+                self.client.on_lost(link, "the worker was removed")
                 link.close()
-        for name, endpoint in wanted.items():
+        for name, (endpoint, server_key) in wanted.items():
             if name not in self.links:
                 self.say(f"{name}: added ({endpoint})")
-                self.links[name] = WorkerLink(name, endpoint, self.context, self.on_message,
-                                              self.on_lost, self.say)
+                link = WorkerLink(name, endpoint, server_key, self.context, self.client,
+                                  self.say)
+                self.links[name] = link
+                link.start()
 
     def _watch(self) -> None:
         while True:
@@ -165,6 +257,7 @@ class WorkerPool:
         return sum(link.alive for link in self.links.values())
 
     def close(self) -> None:
-        self.watcher.kill()
+        if self.watcher is not None:
+            self.watcher.kill()
         for link in self.links.values():
             link.close()

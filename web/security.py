@@ -1,0 +1,52 @@
+"""The browser must not be a confused deputy: what other sites may not do
+through it, and the headers every response carries (from one place).
+
+- Requests that act (the websocket, which runs code, and every POST) are
+  refused when they come from another site: a browser sends ``Origin`` with
+  each of them, and it must be our own host or one the admin allows for
+  embedding (``[web] allowed_origins``). Scripts and curl send no Origin
+  (and no ``Sec-Fetch-Site: cross-site``): they are not browsers acting for
+  someone else, and go through.
+- Every response gets a Content-Security-Policy (no inline script, nothing
+  from elsewhere, framing only by allowed origins), ``nosniff``, a
+  Referrer-Policy, and X-Frame-Options when no embedding is allowed. A route
+  may set a stricter policy of its own (blobs do): it is kept.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Flask, Request, Response
+
+# KaTeX and CodeMirror style elements through style attributes: styles may be
+# inline, scripts may not. connect-src 'self' covers our own ws:/wss: too.
+POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+          "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; "
+          "object-src 'none'; base-uri 'none'; form-action 'self'; "
+          "frame-ancestors {ancestors}")
+
+
+def from_allowed_origin(request: Request, allowed: tuple[str, ...]) -> bool:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return request.headers.get("Sec-Fetch-Site") != "cross-site"
+    if origin in allowed:
+        return True
+    # Our own page: its origin names the host the browser asked for. (Behind a
+    # TLS proxy the scheme differs from the one we see; the host does not.)
+    return origin != "null" and urlsplit(origin).netloc.lower() == request.host.lower()
+
+
+def install(app: Flask, allowed: tuple[str, ...]) -> None:
+    ancestors = " ".join(("'self'", *allowed)) if allowed else "'none'"
+    policy = POLICY.format(ancestors=ancestors)
+
+    @app.after_request
+    def headers(response: Response) -> Response:
+        response.headers.setdefault("Content-Security-Policy", policy)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if not allowed:
+            response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
