@@ -57,6 +57,7 @@ PARKED_LIMIT = 1000  # replies held for a client that does not read (beyond: dro
 # above it, holds whatever a tampered session does.
 OUTPUT_SLACK = 64 << 10
 ENGINE_ENV = {"MPLBACKEND": "Agg"}
+HEX = set("0123456789abcdef")  # session ids are uuid4().hex
 # What the worker keeps once sessions can start (all of them root's):
 # mounts and namespaces, switching to session uids, handing a session its home,
 # reading an install whose folders only their owner may enter, and (in each
@@ -222,13 +223,16 @@ class Worker:
 
     def prepare_sessions_dir(self) -> None:
         """The sessions' folder: with isolation full, an empty mount point for
-        each session's own file system (in its mount namespace only); without,
-        the parent of their folders, emptied of a crashed worker's."""
+        each session's own file system (in its mount namespace only, so nothing
+        is ever left on the host); without, the parent of their folders, from
+        which a crashed worker's session folders (and nothing else) go."""
         folder = self.settings.sandbox.sessions_dir
         folder.mkdir(parents=True, exist_ok=True)
         os.chmod(folder, 0o700)
-        for old in folder.iterdir():
-            shutil.rmtree(old, ignore_errors=True)
+        if not self.settings.sandbox.full:
+            for old in folder.iterdir():
+                if old.is_dir() and len(old.name) == 32 and set(old.name) <= HEX:
+                    shutil.rmtree(old, ignore_errors=True)
 
     # ------------------------------------------------------------ requests
 

@@ -61,20 +61,24 @@ def ensure_system_user(name: str) -> tuple[Account, bool]:
     return found, True
 
 
+def can_enter(folder: Path, account: Account, groups: set[int] | None = None) -> bool:
+    """Whether ``account`` may pass through ``folder`` (by its permission bits)."""
+    st = folder.stat()
+    groups = account.groups() if groups is None else groups
+    if st.st_uid == account.uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid in groups:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
 def unreachable_ancestor(path: Path, account: Account) -> Path | None:
     """The first existing folder above ``path`` that ``account`` cannot enter."""
     groups = account.groups()
     for folder in reversed(Path(path).absolute().parents):
         if not folder.exists():
             break
-        st = folder.stat()
-        if st.st_uid == account.uid:
-            allowed = st.st_mode & stat.S_IXUSR
-        elif st.st_gid in groups:
-            allowed = st.st_mode & stat.S_IXGRP
-        else:
-            allowed = st.st_mode & stat.S_IXOTH
-        if not allowed:
+        if not can_enter(folder, account, groups):
             return folder
     return None
 

@@ -19,7 +19,18 @@ import xmlrpc.client
 from collections.abc import Callable
 from pathlib import Path
 
-from salvusctl import accounts, leftovers, migrate, postgres, programs, registry
+from sage_worker import curve
+from salvusctl import (
+    access,
+    accounts,
+    leftovers,
+    migrate,
+    postgres,
+    probe,
+    programs,
+    registry,
+    uids,
+)
 from salvusctl import config as configfile
 from salvusctl.datadir import DataDir
 from salvusctl.errors import (
@@ -36,7 +47,6 @@ Say = Callable[[str], None]
 # When root and the data folder is out of the service user's reach, the
 # embedded cluster lives here instead (PostgreSQL cannot run as root).
 FALLBACK_CLUSTERS = Path("/var/lib/salvus/clusters")
-FALLBACK_SESSIONS = Path("/var/lib/salvus/sessions")
 START_TIMEOUT = 60.0
 HEALTH_TIMEOUT = 120.0
 STOP_TIMEOUT = 90.0
@@ -74,7 +84,14 @@ def init(path: Path, overrides: dict, force: bool, say: Say) -> DataDir:
             say(f"{data.root} is already initialized; nothing changed "
                 "(`salvusctl start` applies edits of salvus.conf)")
             return data
-        written = programs.render_all(data, config, service_account(config))
+        service = service_account(config)
+        if service is not None and config.get("worker", "uid_base") == "auto":
+            raw = configfile.read_raw(data.config_file)
+            config = _choose_uids(data, raw, config, say)
+            configfile.write(data.config_file, raw)
+        access.ensure_keys(data)
+        written = programs.render_all(data, config, service)
+        access.secure(data, service)
         say(f"re-rendered {len(written)} supervisord files in {data.etc} "
             "(database untouched); run `salvusctl start` to apply them")
         return data
@@ -108,33 +125,32 @@ def _create(data: DataDir, raw: dict, say: Say) -> None:
     if accounts.running_as_root():
         service, made = accounts.ensure_system_user(config.get("salvus", "service_user"))
         if made:
-            say(f"created system user {service.name!r} to own the database cluster")
-    if service is not None:
-        config = _place_sessions(data, raw, config, say)
+            say(f"created system user {service.name!r} to run the programs that need no root")
+        config = _choose_uids(data, raw, config, say)
     if config.embedded_db:
         config = _create_cluster(data, raw, config, service, say)
-    data.dsn_file.write_text(postgres.dsn(data, config) + "\n")
-    os.chmod(data.dsn_file, 0o600)
+    data.dsn_file.write_text(postgres.program_dsn(data, config) + "\n")
     data.web_secret.write_text(secrets.token_hex(32) + "\n")
-    os.chmod(data.web_secret, 0o600)
+    access.ensure_keys(data)
     configfile.write(data.config_file, raw)
     written = programs.render_all(data, config, service)
+    access.secure(data, service)
     say(f"wrote {data.config_file} and {len(written)} supervisord files")
 
 
-def _place_sessions(data: DataDir, raw: dict, config: configfile.Config,
-                    say: Say) -> configfile.Config:
-    """Session uids own nothing and are in no group: their folders' parents
-    must be open to others, or they go to a place that is."""
-    stranger = accounts.Account("session", config.get("worker", "uid_base"),
-                                config.get("worker", "uid_base"))
-    blocked = accounts.unreachable_ancestor(data.sessions(config) / "x", stranger)
-    if blocked is None:
-        return config
-    raw[("worker", "sessions_dir")] = str(FALLBACK_SESSIONS / config.get("salvus", "instance"))
-    config = configfile.validate(raw, "init options")
-    say(f"{blocked} is closed to session users; their folders go to "
-        f"{data.sessions(config)} instead")
+def _choose_uids(data: DataDir, raw: dict, config: configfile.Config,
+                 say: Say) -> configfile.Config:
+    """Session uids of a range no other appliance on this host holds."""
+    instance = config.get("salvus", "instance")
+    if config.get("worker", "uid_base") == "auto":
+        size = len(uids.needed(config, base=0))
+        raw[("worker", "uid_base")] = str(uids.pick(data.root, instance, size))
+        config = configfile.validate(raw, "init options")
+    else:
+        uids.claim(data.root, instance, uids.needed(config))
+    chosen = uids.needed(config)
+    say(f"sessions will run as uids {chosen.start}-{chosen.stop - 1}, which no other "
+        "appliance on this host uses")
     return config
 
 
@@ -173,11 +189,9 @@ def _create_cluster(data: DataDir, raw: dict, config: configfile.Config,
 
 def _remove_partial(data: DataDir, raw: dict, created: bool) -> None:
     """Undo a failed init so that running it again starts clean."""
-    for key, fallback in ((("database", "cluster"), FALLBACK_CLUSTERS),
-                          (("worker", "sessions_dir"), FALLBACK_SESSIONS)):
-        chosen = raw.get(key)
-        if chosen and Path(chosen).is_relative_to(fallback):
-            shutil.rmtree(chosen, ignore_errors=True)
+    chosen = raw.get(("database", "cluster"))
+    if chosen and Path(chosen).is_relative_to(FALLBACK_CLUSTERS):
+        shutil.rmtree(chosen, ignore_errors=True)
     if created:
         shutil.rmtree(data.root, ignore_errors=True)
     elif data.root.exists():
@@ -231,14 +245,13 @@ class Appliance:
     # -- start
 
     def start(self, names: tuple[str, ...]) -> None:
-        service = service_account(self.config)
-        if programs.out_of_date(self.data, self.config, service):
-            # salvus.conf (or salvus itself) changed since the files were made.
-            written = programs.render_all(self.data, self.config, service)
-            self.say(f"updated {len(written)} supervisord files from {self.data.config_file}")
+        self._prepare(service_account(self.config))
         chosen = programs.select(self.programs, names)
         if self.supervisor.reachable():
-            self.supervisor.apply_config_changes(self.say)
+            # A program whose settings changed was running: it runs again after.
+            reloaded = self.supervisor.apply_config_changes(self.say)
+            chosen += [p for p in programs.select(self.programs, tuple(reloaded))
+                       if p not in chosen]
         else:
             leftovers.terminate(self.instance, self.say)
             self._check_ports(chosen, running={})
@@ -254,7 +267,39 @@ class Appliance:
         _migrate(self.dsn, self.say)
         self._start([p for p in chosen if p.name != "postgres"])
         self._wait_healthy([p for p in chosen if p.kind == "web"])
-        self.say(f"Salvus is running: open {self.url()}")
+        self._confirm([p.name for p in chosen])
+
+    def _prepare(self, service: accounts.Account | None) -> None:
+        """Keys, session uids, rendered files and permissions as the config asks."""
+        made = access.ensure_keys(self.data)
+        if made:
+            self.say(f"made the CURVE keys of: {', '.join(made)}")
+        if service is not None and self.config.get("worker", "isolation") == "full":
+            if self.config.get("worker", "uid_base") == "auto":
+                raise ConfigError("this data folder has no session uids yet; run "
+                                  "`salvusctl init --force` as root to choose them")
+            uids.claim(self.data.root, self.instance, uids.needed(self.config))
+        dsn = postgres.program_dsn(self.data, self.config) + "\n"
+        if not self.data.dsn_file.exists() or self.data.dsn_file.read_text() != dsn:
+            self.data.dsn_file.write_text(dsn)
+        if programs.out_of_date(self.data, self.config, service):
+            # salvus.conf (or salvus itself) changed since the files were made.
+            written = programs.render_all(self.data, self.config, service)
+            self.say(f"updated {len(written)} supervisord files from {self.data.config_file}")
+        access.secure(self.data, service)
+
+    def _confirm(self, answered: list[str]) -> None:
+        """Say what status would say: the URL only when every program runs."""
+        states = self.supervisor.processes()
+        down = [name for name in answered if states[name]["statename"] != "RUNNING"]
+        for name in down:
+            self._fail(name, states[name])
+        others = sorted(n for n, info in states.items() if info["statename"] != "RUNNING")
+        if others:
+            self.say(f"started {', '.join(answered)}; not running: {', '.join(others)} "
+                     "(`salvusctl start` starts everything)")
+        else:
+            self.say(f"Salvus is running: open {self.url()}")
 
     def _wait_healthy(self, frontends: list[programs.Program]) -> None:
         """RUNNING is not ready: wait until each frontend answers /health with a
@@ -413,13 +458,55 @@ class Appliance:
             info = states.get(program.name)
             state = info["statename"] if info else "STOPPED"
             running = state == "RUNNING"
-            rows.append({
+            row = {
                 "name": program.name, "kind": program.kind, "state": state,
                 "pid": info["pid"] if info and running else None,
+                "user": probe.user_of(info["pid"]) if info and running else None,
                 "uptime": int(now - info["start"]) if info and running else None,
                 "detail": info["description"] if info else down,
-            })
+                "error": None if running else probe.last_error(self._log(program.name)),
+            }
+            if program.kind == "worker":
+                pong = self._ping(program) if running else None
+                row["isolation"] = pong.get("isolation") if pong else None
+            rows.append(row)
         return rows
+
+    def _log(self, name: str) -> Path:
+        return self.data.logs / f"{name}.log"
+
+    def _ping(self, program: programs.Program) -> dict | None:
+        try:
+            server = curve.load_public(self.data.worker_public_key)
+            client = curve.load_pair(self.data.web_key)
+        except (OSError, ValueError):
+            return None
+        host = self.config.get("salvus", "bind")
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        return probe.ping_worker(f"tcp://{host}:{program.ports[0]}", server, client)
+
+    def problems(self) -> tuple[list[str], list[str]]:
+        """What keeps the appliance from serving as configured, and notes on
+        what the admin chose knowingly; one line each, naming the fix."""
+        found, notes = [], []
+        wanted = self.config.get("worker", "isolation")
+        for row in self.status(()):
+            name = row["name"]
+            if row["state"] != "RUNNING":
+                why = row["error"] or row["detail"]
+                found.append(f"{name} is {row['state']}: {why}")
+            elif row["kind"] == "worker":
+                applied = row["isolation"]
+                if applied is None:
+                    found.append(f"{name} runs but does not answer; see {self._log(name)}")
+                elif applied["mode"] != wanted:
+                    found.append(f"{name} applies isolation {applied['mode']}, the config "
+                                 f"asks {wanted}; run `salvusctl restart {name}`")
+                elif applied["mode"] == "none":
+                    notes.append(f"{name} runs sessions without isolation ([worker] "
+                                 "isolation = none): they share its user, files, processes "
+                                 "and network")
+        return found, notes
 
     def _require_database(self, states: dict) -> None:
         if self.config.embedded_db and states.get("postgres", {}).get("statename") != "RUNNING":

@@ -17,6 +17,7 @@ from salvusctl import __version__
 from salvusctl.appliance import Appliance
 from salvusctl.appliance import init as init_data
 from salvusctl.datadir import default_path
+from salvusctl.errors import ProgramFailed
 
 NOT_RUNNING_EXIT = 3
 
@@ -106,8 +107,15 @@ def status(obj: Context, names: tuple[str, ...], as_json: bool) -> None:
     else:
         for row in rows:
             pid = f"pid {row['pid']}" if row["pid"] else ""
-            uptime = f"up {row['uptime']}s" if row["uptime"] is not None else row["detail"]
-            click.echo(f"{row['name']:<10} {row['state']:<8} {pid:<10} {uptime}")
+            if row["uptime"] is None:
+                how = row["error"] or row["detail"]
+            else:
+                how = f"up {row['uptime']}s as {row['user']}"
+                if row["kind"] == "worker":
+                    isolation = row["isolation"]
+                    how += (f", isolation {isolation['mode']}" if isolation
+                            else ", not answering")
+            click.echo(f"{row['name']:<10} {row['state']:<8} {pid:<10} {how}")
     if any(row["state"] != "RUNNING" for row in rows):
         raise click.exceptions.Exit(NOT_RUNNING_EXIT)
 
@@ -115,12 +123,20 @@ def status(obj: Context, names: tuple[str, ...], as_json: bool) -> None:
 @cli.command()
 @pass_context
 def check(obj: Context) -> None:
-    """Compare the component registry with supervisord and repair it."""
-    repairs = obj.appliance().check()
+    """Repair the component registry; report what keeps programs from serving."""
+    appliance = obj.appliance()
+    repairs = appliance.check()
     for line in repairs:
         click.echo(f"repaired {line}")
     if not repairs:
         click.echo("registry agrees with supervisord; nothing to repair")
+    found, notes = appliance.problems()
+    for line in notes:
+        click.echo(f"note: {line}")
+    for line in found:
+        click.echo(f"problem: {line}")
+    if found:
+        raise ProgramFailed(f"{len(found)} problem(s) found; see the lines above")
 
 
 @cli.group()

@@ -13,6 +13,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from salvusctl.errors import ConfigError
 
@@ -42,6 +43,33 @@ def _choice(*allowed: str) -> Callable[[str], str]:
         return text
 
     return parse
+
+
+def _origins(text: str) -> str:
+    """``https://a.example https://b.example:8443`` -> normalized origins."""
+    origins = []
+    for word in text.split():
+        parts = urlsplit(word)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in (
+                "", "/"):
+            raise ValueError(f"must be origins like https://host[:port]; {word!r} is not one")
+        origins.append(f"{parts.scheme}://{parts.netloc.lower()}")
+    return " ".join(origins)
+
+
+RATE_UNITS = ("second", "minute", "hour", "day")
+
+
+def _rate(text: str) -> str:
+    count, _, unit = text.strip().partition("/")
+    if not (count.isdigit() and int(count) > 0 and unit in RATE_UNITS):
+        raise ValueError("must be a count per unit, like 60/minute (units: "
+                         + ", ".join(RATE_UNITS) + ")")
+    return f"{int(count)}/{unit}"
+
+
+def _uid_base(text: str) -> int | str:
+    return "auto" if text.strip() == "auto" else _int_in(1000, 2_000_000_000)(text)
 
 
 def _name(text: str) -> str:
@@ -79,16 +107,33 @@ SCHEMA: tuple[Key, ...] = (
         "Number of web frontends on this host (programs web0, web1, ...)."),
     Key("web", "port", lambda: "8080", PORT,
         "HTTP port of web0; frontend i listens on port + i."),
-    Key("web", "sessions_per_browser", lambda: "5", _int_in(1, 10000),
+    Key("web", "sessions_per_browser", lambda: "10", _int_in(1, 10000),
         "Worksheet sessions one browser may hold open on a frontend."),
-    Key("web", "sessions_per_ip", lambda: "20", _int_in(1, 100000),
-        "Worksheet sessions one IP address may hold open on a frontend."),
+    Key("web", "sessions_per_ip", lambda: "200", _int_in(1, 100000),
+        "Worksheet sessions one IP address may hold open on a frontend (a class\n"
+        "of 100 behind one NAT, two tabs each). A session whose tab was closed\n"
+        "stops counting within seconds."),
     Key("web", "session_linger", lambda: "600", _int_in(5, 86400),
         "Seconds a session waits for its browser to reconnect before it ends."),
     Key("web", "api_timeout", lambda: "30", _int_in(1, 3600),
         "Most seconds one POST /api/execute may run (callers may ask for less)."),
     Key("web", "api_max_code", lambda: "65536", _int_in(1, 1 << 24),
         "Most characters of code one POST /api/execute may send."),
+    Key("web", "api_concurrent", lambda: "8", _int_in(1, 10000),
+        "POST /api/execute calls running at once on one frontend, from all callers:\n"
+        "what the API may take of the workers, so it never starves the worksheets.\n"
+        "Beyond it: 429 with Retry-After."),
+    Key("web", "api_concurrent_per_ip", lambda: "2", _int_in(1, 10000),
+        "POST /api/execute calls running at once from one IP address."),
+    Key("web", "api_rate_per_ip", lambda: "60/minute", _rate,
+        "POST /api/execute and /api/share requests one IP address may make (counted\n"
+        "in memcached across frontends), as COUNT/second|minute|hour|day."),
+    Key("web", "api_rate_total", lambda: "1200/minute", _rate,
+        "POST /api/execute requests from everyone together."),
+    Key("web", "allowed_origins", lambda: "", _origins,
+        "Other sites (https://host[:port], space-separated) whose pages may embed\n"
+        "the worksheet or call the API and websocket. Empty: only pages served\n"
+        "by this appliance; requests from any other site are refused."),
     Key("worker", "count", lambda: "1", _int_in(1, 256),
         "Number of compute workers on this host (programs worker0, ...)."),
     Key("worker", "port", lambda: "8180", PORT,
@@ -121,14 +166,27 @@ SCHEMA: tuple[Key, ...] = (
         "one notice, and the execution is interrupted."),
     Key("worker", "interrupt_grace", lambda: "3", _int_in(1, 600),
         "Seconds an interrupted execution may take to stop before it is killed."),
-    Key("worker", "uid_base", lambda: "200000", _int_in(1000, 2_000_000_000),
-        "As root each session runs as its own uid: worker i uses uid_base +\n"
-        "i * (max_sessions + spares) onwards. Keep the range free of real users."),
+    Key("worker", "isolation", lambda: "full", _choice("full", "none"),
+        "full: each session runs as its own uid, without capabilities, in its own\n"
+        "mount, pid, IPC and network namespaces, with private /tmp, /var/tmp,\n"
+        "/dev/shm and home (needs root; the worker refuses to start if it cannot\n"
+        "apply all of it). none: sessions run as the worker's own user, with its\n"
+        "files, processes and network: for a single trusted user only."),
+    Key("worker", "uid_base", lambda: "auto", _uid_base,
+        "First uid of this appliance's sessions: worker i uses uid_base +\n"
+        "i * (max_sessions + spares) onwards. auto: init picks a range that no\n"
+        "other appliance on this host has (recorded in /var/lib/salvus); a range\n"
+        "another data folder holds is refused. Keep it free of real users."),
     Key("worker", "network", lambda: "private", _choice("private", "shared"),
-        "As root: private gives each session its own empty network namespace, so\n"
-        "user code reaches nothing (not the database, not the workers)."),
+        "private gives each session its own empty network namespace, so user\n"
+        "code reaches nothing (not the database, not the workers)."),
+    Key("worker", "disk_mb", lambda: "256", _int_in(1, 1 << 20),
+        "A session's own files (its home, /tmp, /var/tmp and /dev/shm together),\n"
+        "in MB. They are held in memory (tmpfs) and go when the session ends."),
+    Key("worker", "disk_files", lambda: "10000", _int_in(16, 1 << 30),
+        "Files (and folders) a session may have in those places together."),
     Key("worker", "sessions_dir", lambda: "", _text,
-        "Parent folder of the sessions' private working folders.\n"
+        "Where each session's own files are mounted (in the session only).\n"
         "Empty: <data folder>/sessions."),
     Key("database", "dsn", lambda: "", _text,
         "libpq connection string of the database. Empty: the embedded cluster\n"
@@ -203,7 +261,8 @@ def render(raw: dict[tuple[str, str], str]) -> str:
             section = key.section
             out.append(f"\n[{section}]\n")
         out.extend(f"# {line}\n" for line in key.doc.splitlines())
-        out.append(f"{key.name} = {raw[(key.section, key.name)]}\n\n")
+        value = raw.get((key.section, key.name))
+        out.append(f"{key.name} = {key.default() if value is None else value}\n\n")
     return "".join(out)
 
 
@@ -215,6 +274,13 @@ def write(path: Path, raw: dict[tuple[str, str], str]) -> Config:
 
 
 def load(path: Path) -> Config:
+    config = validate(read_raw(path), str(path))
+    config.path = path
+    return config
+
+
+def read_raw(path: Path) -> dict[tuple[str, str], str]:
+    """The file's values as written (unknown keys refused, nothing validated)."""
     parser = configparser.ConfigParser(interpolation=None)
     try:
         with path.open() as f:
@@ -235,6 +301,4 @@ def load(path: Path) -> Config:
                     f"{path}: unknown key [{section}] {name}; remove it or fix its spelling"
                 )
             raw[(section, name)] = value
-    config = validate(raw, str(path))
-    config.path = path
-    return config
+    return raw

@@ -4,10 +4,16 @@
       salvus.conf            the config (single source of truth)
       etc/supervisord.conf   rendered main supervisord config
       etc/supervisord.d/     one rendered program file per component
-      run/                   supervisord's socket and pid file, registry spool
+      etc/workers.json       the workers the frontends use (watched by them)
+      run/                   supervisord's socket and pid file
+      var/                   what the service user's programs write (registry spool)
       logs/                  supervisord's and every program's log
-      secrets/               database password file, DSN, web secret key (0700)
+      secrets/               database password file, DSN, web secret key,
+      secrets/curve/         CURVE keys of workers and frontends, allowed clients
+      sessions/              where each session's own files are mounted
       pg/                    the embedded PostgreSQL cluster (data/, run/)
+
+Who may read what is in salvusctl/access.py.
 """
 
 from __future__ import annotations
@@ -37,12 +43,18 @@ class DataDir:
     run = property(lambda self: self.root / "run")
     supervisor_sock = property(lambda self: self.run / "supervisor.sock")
     supervisor_pid = property(lambda self: self.run / "supervisord.pid")
-    registry_spool = property(lambda self: self.run / "registry.spool")
+    var = property(lambda self: self.root / "var")
+    registry_spool = property(lambda self: self.var / "registry.spool")
     logs = property(lambda self: self.root / "logs")
     secrets = property(lambda self: self.root / "secrets")
     pgpass = property(lambda self: self.secrets / "pgpass")
     dsn_file = property(lambda self: self.secrets / "dsn")
     web_secret = property(lambda self: self.secrets / "web_secret_key")
+    curve = property(lambda self: self.secrets / "curve")
+    worker_key = property(lambda self: self.curve / "worker.key_secret")
+    worker_public_key = property(lambda self: self.curve / "worker.key")
+    web_key = property(lambda self: self.curve / "web.key_secret")
+    allowed_clients = property(lambda self: self.curve / "clients")
     workers_file = property(lambda self: self.etc / "workers.json")
 
     def cluster(self, config: configfile.Config) -> Path:

@@ -169,5 +169,17 @@ def ensure_database(data: DataDir, config: Config) -> bool:
         conn.close()
 
 
+def program_dsn(data: DataDir, config: Config) -> str:
+    """The DSN the programs read from the data folder's dsn file. libpq ignores
+    a password file that its group may read, and the programs run as the
+    service user while salvusctl is root: so the embedded cluster's password
+    is in this string itself (the file is readable by the service user only)."""
+    if not config.embedded_db:
+        return config.get("database", "dsn")
+    password = data.pgpass.read_text().strip().rsplit(":", 1)[1]
+    return embedded_dsn(data, config).replace(f"passfile={data.pgpass}",
+                                              f"password={password}")
+
+
 def dsn(data: DataDir, config: Config) -> str:
     return embedded_dsn(data, config) if config.embedded_db else config.get("database", "dsn")

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
-from salvusctl import postgres
+from sage_worker import curve
+from salvusctl import postgres, uids
 from salvusctl.accounts import Account
 from salvusctl.config import Config
 from salvusctl.datadir import DataDir
@@ -56,6 +57,16 @@ def _user_line(account: Account | None) -> str:
     return f"user = {account.name}"
 
 
+def _launcher(data: DataDir, account: Account | None) -> str:
+    """As root, what a service-user program's command starts with: it drops to
+    the service user in a view of the file system where it can read the
+    install and the data folder (salvusctl/runas.py)."""
+    if account is None:
+        return ""
+    return shlex.join([sys.executable, "-m", "salvusctl.runas", "--user", account.name,
+                       "--show", str(data.root), "--home", str(data.var), "--"]) + " "
+
+
 def plan(data: DataDir, config: Config, service: Account | None) -> list[Program]:
     """Every program this data folder runs, in start order."""
     common = {
@@ -87,9 +98,10 @@ def plan(data: DataDir, config: Config, service: Account | None) -> list[Program
                                    # memcached refuses root: as root it drops to this user
                                    *(["-u", service.name] if service else [])]),
         }, (port,)))
+    launcher = _launcher(data, service)
     found.append(Program("registry", "registry.conf.in", {
         **common, "name": "registry", "spool": str(data.registry_spool),
-        "buffer": str(config.get("registry", "buffer")),
+        "buffer": str(config.get("registry", "buffer")), "launcher": launcher,
     }))
     for i in range(config.get("worker", "count")):
         port = config.get("worker", "port") + i
@@ -101,14 +113,8 @@ def plan(data: DataDir, config: Config, service: Account | None) -> list[Program
         port = config.get("web", "port") + i
         found.append(Program(f"web{i}", "web.conf.in", {
             **common, "name": f"web{i}", "index": str(i), "port": str(port),
-            "workers_file": str(data.workers_file),
-            "options": shlex.join([
-                *(["--memcached", memcached] if memcached else []),
-                "--sessions-per-browser", str(config.get("web", "sessions_per_browser")),
-                "--sessions-per-ip", str(config.get("web", "sessions_per_ip")),
-                "--session-linger", str(config.get("web", "session_linger")),
-                "--api-timeout", str(config.get("web", "api_timeout")),
-                "--api-max-code", str(config.get("web", "api_max_code"))]),
+            "workers_file": str(data.workers_file), "launcher": launcher,
+            "options": _supervisor_value(shlex.join(web_options(data, config, memcached))),
         }, (port,)))
     _check_ports_distinct(found)
     return found
@@ -123,23 +129,40 @@ def _memcached_binary() -> str:
 
 
 WORKER_LIMITS = ("max_sessions", "wall_time", "idle_timeout", "cpu_seconds", "memory_mb",
-                 "processes", "file_size_mb", "open_files", "output_bytes", "interrupt_grace")
+                 "processes", "file_size_mb", "open_files", "output_bytes", "interrupt_grace",
+                 "disk_mb", "disk_files")
+WEB_OPTIONS = ("sessions_per_browser", "sessions_per_ip", "session_linger", "api_timeout",
+               "api_max_code", "api_concurrent", "api_concurrent_per_ip", "api_rate_per_ip",
+               "api_rate_total", "allowed_origins")
 
 
 def worker_options(data: DataDir, config: Config, index: int) -> list[str]:
     """The worker's command-line settings, all taken from the config."""
     options = ["--sessions-dir", str(data.sessions(config) / f"worker{index}"),
-               "--network", config.get("worker", "network")]
+               "--network", config.get("worker", "network"),
+               "--isolation", config.get("worker", "isolation"),
+               "--server-key", str(data.worker_key), "--clients", str(data.allowed_clients)]
     engine = config.get("worker", "engine")
     if engine != "auto":
         options += ["--engine", engine]
     # Each worker needs a uid for every session and every spare.
     per_worker = config.get("worker", "max_sessions") + config.get("worker", "spares")
-    first = config.get("worker", "uid_base") + index * per_worker
+    base = config.get("worker", "uid_base")
+    first = (base if isinstance(base, int) else uids.FIRST) + index * per_worker
     options += ["--uid-range", f"{first}:{first + per_worker - 1}",
                 "--spares", str(config.get("worker", "spares"))]
     for name in WORKER_LIMITS:
         options += ["--" + name.replace("_", "-"), str(config.get("worker", name))]
+    return options
+
+
+def web_options(data: DataDir, config: Config, memcached: str | None) -> list[str]:
+    """A frontend's command-line settings, all taken from the config."""
+    options = ["--curve-key", str(data.web_key)]
+    if memcached:
+        options += ["--memcached", memcached]
+    for name in WEB_OPTIONS:
+        options += ["--" + name.replace("_", "-"), str(config.get("web", name))]
     return options
 
 
@@ -193,8 +216,9 @@ def rendered(data: DataDir, config: Config, service: Account | None) -> dict[Pat
     # The frontends watch this file: workers added or removed take effect
     # without restarting them.
     bind = config.get("salvus", "bind")
-    workers = [{"name": p.name, "endpoint": f"tcp://{bind}:{p.ports[0]}"}
-               for p in found if p.kind == "worker"]
+    server_key = curve.load_public(data.worker_public_key).decode()
+    workers = [{"name": p.name, "endpoint": f"tcp://{bind}:{p.ports[0]}",
+                "server_key": server_key} for p in found if p.kind == "worker"]
     files[data.workers_file] = json.dumps(workers, indent=2) + "\n"
     for program in found:
         files[data.programs_dir / f"{program.name}.conf"] = render_template(

@@ -92,9 +92,14 @@ class Supervisor:
                 )
             time.sleep(0.05)
 
-    def apply_config_changes(self, say: Callable[[str], None]) -> None:
-        """Like `supervisorctl update`: load re-rendered program files."""
+    def apply_config_changes(self, say: Callable[[str], None]) -> list[str]:
+        """Like `supervisorctl update`: load re-rendered program files. Returns
+        the changed programs that were running: the caller starts them again."""
         added, changed, removed = self.call("reloadConfig")[0]
+        states = self.processes()
+        running = [name for name in changed
+                   if states.get(name, {}).get("statename") in ("RUNNING", "STARTING",
+                                                                  "BACKOFF")]
         for name in removed + changed:
             try:
                 self.call("stopProcessGroup", name)
@@ -107,7 +112,9 @@ class Supervisor:
         for name in removed:
             say(f"{name}: removed from supervisord")
         for name in changed:
-            say(f"{name}: configuration reloaded")
+            say(f"{name}: configuration reloaded" + (", restarting it" if name in running
+                                                     else ""))
+        return running
 
     def tail_log(self, name: str, stderr: bool = False, nbytes: int = 4000) -> list[str]:
         method = "tailProcessStderrLog" if stderr else "tailProcessStdoutLog"

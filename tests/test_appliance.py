@@ -171,25 +171,34 @@ def test_zzz_start_recovers_after_supervisord_is_killed(running):
     assert len([c for c in processes_of(running).values() if "supervisord" in c]) == 1
 
 
-def test_workers_run_with_the_configured_engine_and_limits(running):
-    import zmq
-
-    from sage_worker import protocol
+def test_workers_run_with_the_configured_engine_limits_and_isolation(running):
+    from sage_worker import curve
     from salvusctl.config import load
+    from salvusctl.probe import ping_worker
 
     config = load(running / "salvus.conf")
-    context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.linger = 0
-    try:
-        sock.connect(f"tcp://127.0.0.1:{config.get('worker', 'port') + 1}")
-        sock.send_multipart(protocol.request("ping", "p1"))
-        assert sock.poll(30000), "worker1 did not answer"
-        pong, _ = protocol.parse_message(sock.recv_multipart())
-    finally:
-        sock.close()
-        context.term()
+    keys = running / "secrets" / "curve"
+    pong = ping_worker(f"tcp://127.0.0.1:{config.get('worker', 'port') + 1}",
+                       curve.load_public(keys / "worker.key"),
+                       curve.load_pair(keys / "web.key_secret"), timeout=30)
+    assert pong is not None, "worker1 did not answer"
     assert pong["name"] == "worker1" and pong["engine"] == "sage"
     for key in ("max_sessions", "wall_time", "idle_timeout", "cpu_seconds", "memory_mb",
-                "output_bytes"):
+                "output_bytes", "disk_mb", "disk_files"):
         assert pong["limits"][key] == config.get("worker", key), key
+    assert pong["isolation"]["mode"] == "full"
+    rows = status(running)
+    assert rows["worker1"]["isolation"] == pong["isolation"]
+
+
+def test_programs_that_need_no_root_run_as_the_service_user(running):
+    if os.geteuid() != 0:
+        pytest.skip("a service user is only used as root")
+    users = {name: row["user"] for name, row in status(running).items()}
+    assert users == {"postgres": "salvus", "memcached": "salvus", "registry": "salvus",
+                     "worker0": "root", "worker1": "root", "web0": "salvus"}
+    worker = status(running)["worker0"]["pid"]
+    with open(f"/proc/{worker}/status") as f:
+        effective = int(next(line for line in f if line.startswith("CapEff:")).split()[1], 16)
+    # chown, dac_read_search, kill, setgid, setuid, sys_admin: nothing else
+    assert effective == sum(1 << cap for cap in (0, 2, 5, 6, 7, 21))

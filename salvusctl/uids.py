@@ -1,0 +1,106 @@
+"""Session uid ranges of the appliances on one host: chosen once, never shared.
+
+Each data folder's sessions run as uids of its own range. Two appliances whose
+ranges overlapped would share uids, and with them processes, files and
+limits. So the ranges live in one host-wide file (``REGISTRY``), changed under
+a lock: init picks the lowest free block; start records what the config asks
+for now; a range that overlaps another live data folder's is refused, with a
+free base named. An entry whose data folder is gone (or holds another
+appliance now) is stale and dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import pwd
+from pathlib import Path
+
+from salvusctl.config import Config
+from salvusctl.errors import ConfigError
+
+REGISTRY = Path("/var/lib/salvus/uid-ranges.json")
+FIRST = 200_000  # above every ordinary user and system account
+BLOCK = 100_000  # init hands out blocks of this size (or of what the config needs)
+
+
+def needed(config: Config, base: int | None = None) -> range:
+    """The uids this config's workers hand out: each worker one per session and spare."""
+    per_worker = config.get("worker", "max_sessions") + config.get("worker", "spares")
+    first = base if base is not None else config.get("worker", "uid_base")
+    return range(first, first + config.get("worker", "count") * per_worker)
+
+
+@contextlib.contextmanager
+def _locked(registry: Path):
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    with open(registry.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            entries = json.loads(registry.read_text()) if registry.exists() else []
+        except ValueError:
+            entries = []  # a damaged file holds nothing we can trust; rebuilt below
+        live = [e for e in entries if _alive(e)]
+        yield live
+        temporary = registry.with_suffix(".new")
+        temporary.write_text(json.dumps(live, indent=1) + "\n")
+        os.chmod(temporary, 0o644)
+        temporary.replace(registry)
+
+
+def _alive(entry: dict) -> bool:
+    """Whether the data folder of an entry still holds that appliance."""
+    try:
+        text = (Path(entry["data"]) / "salvus.conf").read_text()
+        return f"instance = {entry['instance']}\n" in text
+    except (OSError, KeyError, TypeError):
+        return False
+
+
+def _overlaps(uids: range, entry: dict) -> bool:
+    return uids.start <= entry["last"] and entry["first"] <= uids.stop - 1
+
+
+def _users_in(uids: range) -> list[str]:
+    return [u.pw_name for u in pwd.getpwall() if u.pw_uid in uids]
+
+
+def _free_base(entries: list[dict], size: int) -> int:
+    base = FIRST
+    while True:
+        block = range(base, base + max(size, BLOCK))
+        clash = [e for e in entries if _overlaps(block, e)]
+        if not clash and not _users_in(block):
+            return base
+        base += BLOCK
+
+
+def pick(data: Path, instance: str, size: int, registry: Path = REGISTRY) -> int:
+    """A base for a new data folder whose range of ``size`` uids is free; recorded."""
+    with _locked(registry) as entries:
+        base = _free_base([e for e in entries if e["data"] != str(data)], size)
+        entries.append({"data": str(data), "instance": instance, "first": base,
+                        "last": base + max(size, BLOCK) - 1})
+    return base
+
+
+def claim(data: Path, instance: str, uids: range, registry: Path = REGISTRY) -> None:
+    """Record ``uids`` as this data folder's, or refuse with a free base named."""
+    with _locked(registry) as entries:
+        others = [e for e in entries if e["data"] != str(data)]
+        clash = next((e for e in others if _overlaps(uids, e)), None)
+        users = _users_in(uids)
+        if clash or users:
+            holder = (f"the sessions of {clash['data']} ({clash['first']}-{clash['last']})"
+                      if clash else "user " + ", ".join(users[:3]))
+            free = _free_base(others, len(uids))
+            raise ConfigError(
+                f"session uids {uids.start}-{uids.stop - 1} overlap {holder}; set "
+                f"[worker] uid_base = {free} (free) in {data / 'salvus.conf'}")
+        block = next((e for e in entries if e["data"] == str(data)), None)
+        if block is None or not block["first"] <= uids.start <= uids.stop - 1 <= block["last"]:
+            entries[:] = [*others, {"data": str(data), "instance": instance,
+                                    "first": uids.start,
+                                    "last": max(uids.stop - 1, uids.start + BLOCK - 1)}]
