@@ -352,6 +352,7 @@ function connect() {
       return;
     }
     if (message.type === "pong") return;
+    if (message.type === "gap") return setStatus("reconnecting", message.text);
     apply(message);
   };
   ws.onclose = () => {
@@ -457,4 +458,9 @@ $("#restart").onclick = () => send({ type: "restart" });
 setInterval(() => {
   if (state.ws && state.ws.readyState === WebSocket.OPEN) send({ type: "ping" });
 }, 20000);
+// A closed tab frees its session's place within seconds; a reload comes back
+// to it before then.
+addEventListener("pagehide", () => {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send('{"type":"leave"}');
+});
 sharedContent().then((shared) => { state.shared = shared; connect(); });
