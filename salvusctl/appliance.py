@@ -373,8 +373,11 @@ class Appliance:
     def _fail(self, name: str, info: dict, timed_out: bool = False) -> None:
         with contextlib.suppress(xmlrpc.client.Fault):
             self.supervisor.call("stopProcess", name, True)
+        log = self._log(name)
+        said = probe.last_error(log)
+        if said:  # the program named the problem and the fix itself
+            raise ProgramFailed(f"{name} stopped: {said.removeprefix('Error: ')}")
         lines = self.supervisor.tail_log(name, stderr=name == "registry")
-        log = self.data.logs / f"{name}.log"
         if lines:
             self.say(f"{name}: last lines of {log}:")
             for line in lines[-12:]:

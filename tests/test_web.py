@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from sage_worker import protocol
 from salvusctl import migrate, postgres
 from salvusctl.resources import sql_dir
 from tests.helpers import kill_everything_of, wait_for
@@ -342,3 +343,112 @@ def test_unknown_links_get_a_friendly_404(stack, path):
         urllib.request.urlopen(web.url + path, timeout=5)
     assert caught.value.code == 404
     assert "This link leads nowhere" in caught.value.read().decode()
+
+
+class RogueWorker:
+    """A peer with the workers' key that speaks the worker protocol's framing
+    but sends, for every execute, what no honest worker would: broken frames,
+    wrong types, a page as an 'image', JSON nested past any parser's depth;
+    then one honest done. Real ZeroMQ sockets, in a thread of the test."""
+
+    def __init__(self, keys):
+        import threading
+
+        import zmq
+
+        from sage_worker import curve
+
+        self.context = zmq.Context()
+        self.sock = self.context.socket(zmq.ROUTER)
+        self.sock.linger = 0
+        curve.serve_as(self.sock, curve.load_pair(keys.server_secret))
+        self.zap = self.context.socket(zmq.REP)
+        self.zap.linger = 0
+        self.zap.bind("inproc://zeromq.zap.01")
+        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
+        self.endpoint = f"tcp://127.0.0.1:{port}"
+        self.allowed = curve.load_allowed(keys.clients)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _garbage(self, session: str, execution: str) -> list[list[bytes]]:
+        def out(**fields) -> bytes:
+            return json.dumps({"session": session, "execution": execution, "seq": 1,
+                               **fields}).encode()
+
+        tag = protocol.TAG
+        return [
+            [tag], [b"bogus", b"{}"], [tag, b"\xff\xfe not json"], [tag, b"[1, 2]"],
+            [tag, b"[" * 100000 + b"]" * 100000],
+            [tag, out(type="stream", name="stdout", text=5)],
+            [tag, out(type="result", data="not a dict")],
+            [tag, out(type="image", mime="text/html", size=6, sha1="a" * 40), b"<html>"],
+            [tag, out(type="image", mime="image/png", size=3, sha1="a" * 40)],
+            [tag, out(type="done", status="pwned")],
+            [tag, json.dumps({"type": "error", "re": ["x"], "code": 1}).encode()],
+            [tag, json.dumps({"type": "pong", "session": {"a": 1}}).encode()],
+        ]
+
+    def _serve(self) -> None:
+        import zmq
+
+        from sage_worker import curve
+
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self.zap, zmq.POLLIN)
+        while not self.stop.is_set():
+            events = dict(poller.poll(100))
+            if self.zap in events:
+                curve.answer(self.zap, self.allowed)
+            if self.sock not in events:
+                continue
+            identity, *frames = self.sock.recv_multipart()
+            request = protocol.parse_request(frames)
+            kind, re = request["type"], request["id"]
+            if kind == "ping":
+                reply = protocol.reply("pong", re, name="rogue", engine="python", pid=1,
+                                       sessions=0, busy=0, spares=0, load=0.0, limits={})
+            elif kind == "start":
+                reply = protocol.reply("started", re, session="s1", pid=1)
+            elif kind == "execute":
+                for frames in self._garbage("s1", request["execution"]):
+                    self.sock.send_multipart([identity, *frames])
+                reply = protocol.output("done", "s1", request["execution"], 2, status="ok")
+            else:
+                reply = protocol.reply("ok", re)
+            self.sock.send_multipart([identity, *reply])
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+        self.sock.close(linger=0)
+        self.zap.close(linger=0)
+        self.context.term()
+
+
+def test_a_worker_that_sends_garbage_never_stops_the_frontend(web_db, make_folder):
+    folder = make_folder("salvus-rogue-")
+    keys = make_keys(folder / "keys")
+    rogue = RogueWorker(keys)
+    web = WebProcess(folder / "web", [("rogue", rogue.endpoint)], web_db, keys=keys)
+    client = None
+    try:
+        web.wait_ready()
+        client = Browserish(web, "browser=rogue")
+        client.open()
+        for i in range(3):  # every round of garbage costs its messages, nothing else
+            messages = client.run(f"c{i}", "1")
+            assert messages[-1] == {**messages[-1], "type": "done", "status": "ok"}
+            assert [m["type"] for m in messages] == ["queued", "done"]
+        status, body = web.health()
+        assert status == 200 and body["workers"] == 1
+        log = web.log.read_text()
+        assert "dropped an invalid message" in log and "logged once" in log
+        assert "Traceback" not in log
+    finally:
+        if client:
+            client.close()
+        web.stop()
+        rogue.close()
