@@ -30,7 +30,7 @@ from websockets.asyncio.client import connect
 from bench.common import p50, percentile, print_table, save
 from tests.helpers import terminate
 from tests.web_client import Browserish, WebProcess, free_port
-from tests.worker_client import WorkerProcess
+from tests.worker_client import WorkerProcess, make_keys
 
 CODE = "1+1"
 
@@ -273,6 +273,8 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=10)
     parser.add_argument("--think", type=float, default=0.5,
                         help="mean seconds between a client's cells in the paced run")
+    parser.add_argument("--saturation-only", action="store_true",
+                        help="only the back-to-back run of --clients (no Jupyter, no files)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="salvus-webbench-"))
     os.chmod(folder, 0o755)
@@ -280,13 +282,23 @@ def main() -> None:
     try:
         # Sessions linger after their clients leave: room for both 200-client runs.
         per_worker = str(args.clients + args.jupyter_clients // 2 + 16)
+        keys = make_keys(folder / "keys")
         workers = [WorkerProcess(folder / f"w{i}", "python", "--max-sessions", per_worker,
-                                 "--spares", "4", uids=int(per_worker) + 8) for i in range(2)]
+                                 "--spares", "4", uids=int(per_worker) + 8, keys=keys)
+                   for i in range(2)]
         for worker in workers:
             worker.wait_ready()
         web = WebProcess(folder / "web", [(f"w{i}", w.endpoint) for i, w in enumerate(workers)],
-                         None, "--sessions-per-browser", "10000", "--sessions-per-ip", "10000")
+                         None, "--sessions-per-browser", "10000", "--sessions-per-ip", "10000",
+                         keys=keys)
         web.wait_ready()
+        if args.saturation_only:
+            for _ in range(3):
+                wall, lat = concurrent(salvus_client(web), args.clients, args.cells)
+                print(f"saturation: p50 {p50(lat) * 1e3:.1f} ms, p99 "
+                      f"{percentile(lat, 99) * 1e3:.1f} ms, "
+                      f"{args.clients * args.cells / wall:.0f} cells/s")
+            return
         trips = salvus_round_trips(web, 500)
         wall_small, lat_small = concurrent(salvus_client(web), args.jupyter_clients, args.cells)
         wall, lat = concurrent(salvus_client(web), args.clients, args.cells)

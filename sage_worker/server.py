@@ -108,6 +108,7 @@ class Worker:
         self.parked: dict[bytes, deque[list[bytes]]] = {}  # per client: held-back messages
         self.refused_peers: set[bytes] = set()
         self.refill_due = True
+        self.watch_changed = True  # sessions or held-back clients changed: re-poll
         self.stopping = False
         self.lifeline: tuple[int, int] | None = None
         self.context = zmq.Context()
@@ -165,20 +166,33 @@ class Worker:
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.zap, zmq.POLLIN)
         poller.register(wake_read, zmq.POLLIN)
+        polled: dict[int, Session] = {}  # session channels in the poller, by descriptor
         try:
             while not self.stopping:
-                readable = [s for s in self.sessions.values() if s.owner not in self.parked]
-                for session in readable:
-                    poller.register(session.sock.fileno(), zmq.POLLIN)
+                if self.watch_changed:
+                    polled = self._update_poller(poller, polled)
                 events = dict(poller.poll(self._poll_timeout_ms()))
-                for session in readable:
-                    poller.unregister(session.sock.fileno())
+                readable = [polled[fd] for fd in events if fd in polled]
                 self._step(events, readable, wake_read)
         finally:
             self.shutdown()
             signal.set_wakeup_fd(-1)
             os.close(wake_read)
             os.close(wake_write)
+
+    def _update_poller(self, poller: zmq.Poller, polled: dict[int, Session]
+                       ) -> dict[int, Session]:
+        """Poll the channels of live sessions whose client reads its messages:
+        changed only when sessions come, go or their client holds back, not
+        on every turn of the loop (a worker holds hundreds)."""
+        self.watch_changed = False
+        wanted = {s.sock.fileno(): s for s in self.sessions.values()
+                  if s.state is not State.DEAD and s.owner not in self.parked}
+        for fd in polled.keys() - wanted.keys():
+            poller.unregister(fd)
+        for fd in wanted.keys() - polled.keys():
+            poller.register(fd, zmq.POLLIN)
+        return wanted
 
     def _step(self, events: dict, readable: list[Session], wake_read: int) -> None:
         """One turn of the loop. An unexpected error costs what it was handling,
@@ -191,7 +205,7 @@ class Worker:
                 # requests that are already on their way.
                 self.refill()
             for session in readable:
-                if events.get(session.sock.fileno()) and session.state is not State.DEAD:
+                if session.state is not State.DEAD:
                     self._read_child(session)
             if events.get(wake_read):
                 with contextlib.suppress(BlockingIOError):
@@ -320,6 +334,7 @@ class Worker:
             self.router.send_multipart([identity, *frames], zmq.NOBLOCK)
         except zmq.Again:
             self.parked[identity] = deque([frames])
+            self.watch_changed = True
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
                 raise
@@ -340,6 +355,7 @@ class Worker:
                 held.popleft()
             if not held:
                 del self.parked[identity]
+                self.watch_changed = True
 
     # ------------------------------------------------------------ sessions
 
@@ -375,6 +391,7 @@ class Worker:
         session.last_active = time.monotonic()
         self.sessions[session.id] = session
         self.refill_due = True
+        self.watch_changed = True
         return session
 
     def _fork_session(self, run: Callable[[socket.socket], None] | None = None
@@ -473,6 +490,7 @@ class Worker:
         init of its pid namespace, whose end takes every process in it)."""
         if session.state is not State.DEAD:
             session.set_state(State.DEAD)
+        self.watch_changed = True
         session.end_reason = session.end_reason or reason
         if session.pid in self.by_pid:  # not yet reaped: the pid is still ours
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -590,6 +608,7 @@ class Worker:
             self._emit(session, "notice", {"text": text})
             self._finish_execution(session, outcome)
         session.queue.clear()
+        self.watch_changed = True
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
         if session in self.spares:

@@ -32,19 +32,11 @@ from tests.chaos import (
     stopped,
 )
 from tests.helpers import free_base_port, kill_everything_of, run, wait_for
-from tests.web_client import Browserish
+from tests.web_client import Browserish, Frontend
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="isolation full needs root")]
 PROGRAMS = ("postgres", "memcached", "registry", "worker0", "worker1", "web0")
-
-
-class Web:
-    """Just enough of tests.web_client.WebProcess for Browserish."""
-
-    def __init__(self, port: int):
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +147,7 @@ def test_a_stopped_worker_is_given_up_and_its_sessions_end_when_it_is_back(appli
                                                                          canary):
     data, port = appliance
     worker = pid_of(data, "worker0", run)
-    held = [Browserish(Web(port), f"browser={uuid.uuid4().hex}") for _ in range(4)]
+    held = [Browserish(Frontend(port), f"browser={uuid.uuid4().hex}") for _ in range(4)]
     try:
         for i, browser in enumerate(held):
             browser.open()
@@ -235,7 +227,7 @@ def test_forty_slow_api_calls_do_not_starve_the_worksheet(appliance):
     with concurrent.futures.ThreadPoolExecutor(40) as pool:
         calls = [pool.submit(post, port, "/api/execute", slow, source) for source in sources]
         time.sleep(0.5)  # let them arrive first: the worksheet comes after all of them
-        page = Browserish(Web(port), f"browser={uuid.uuid4().hex}")
+        page = Browserish(Frontend(port), f"browser={uuid.uuid4().hex}")
         try:
             page.open()
             assert page.run("c", "6 * 7", timeout=15)[-1]["status"] == "ok"
@@ -267,7 +259,7 @@ def test_a_class_behind_one_address_gets_its_sessions_and_closed_tabs_free_their
     before = health_sessions(port)
     try:
         for _ in range(100):  # a class of 100, one tab each, all from 127.0.0.1
-            page = Browserish(Web(port), f"browser={uuid.uuid4().hex}")
+            page = Browserish(Frontend(port), f"browser={uuid.uuid4().hex}")
             pages.append(page)
             assert page.open()["type"] == "attached"
         for page in pages[:50]:  # half of them close their tab
@@ -283,14 +275,14 @@ def test_a_class_behind_one_address_gets_its_sessions_and_closed_tabs_free_their
 def test_a_closed_tab_frees_its_place_at_once(appliance):
     _, port = appliance
     cookie = f"browser={uuid.uuid4().hex}"
-    pages = [Browserish(Web(port), cookie) for _ in range(11)]
+    pages = [Browserish(Frontend(port), cookie) for _ in range(11)]
     try:
         for page in pages[:10]:  # the limit per browser
             assert page.open()["type"] == "attached"
         assert pages[10].open()["code"] == "quota"
         pages[0].send(type="leave")
         pages[0].close()
-        again = Browserish(Web(port), cookie)
+        again = Browserish(Frontend(port), cookie)
         pages.append(again)
         wait_for(lambda: again.open()["type"] == "attached", timeout=5,
                  what="the closed tab's place")
@@ -415,7 +407,7 @@ def test_the_api_answers_json_even_for_wrong_methods_and_paths(appliance, method
 def test_bad_websocket_frames_get_protocol_errors_and_the_connection_stays(appliance,
                                                                           frame, code):
     _, port = appliance
-    page = Browserish(Web(port), f"browser={uuid.uuid4().hex}")
+    page = Browserish(Frontend(port), f"browser={uuid.uuid4().hex}")
     try:
         page.open()
         page.send_raw(frame)

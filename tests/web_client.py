@@ -82,6 +82,14 @@ class WebProcess:
         terminate(self.proc, timeout=10)
 
 
+class Frontend:
+    """Where a frontend listens, when no WebProcess owns it (an appliance's)."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+
 class Browserish:
     """The browser protocol over a real websocket, as the page speaks it."""
 
