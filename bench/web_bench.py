@@ -59,10 +59,14 @@ async def _salvus_client(port: int, cells: int, ready: asyncio.Barrier,
         await ws.send(json.dumps({"type": "open"}))
         assert json.loads(await ws.recv())["type"] == "attached"
 
+        notices = []
+
         async def run(cell: str) -> dict:
             await ws.send(json.dumps({"type": "execute", "cell": cell, "code": CODE}))
             while True:
                 message = json.loads(await ws.recv())
+                if message["type"] == "notice":
+                    notices.append(message["text"])
                 if message.get("cell") == cell and message["type"] == "done":
                     return message
 
@@ -74,7 +78,7 @@ async def _salvus_client(port: int, cells: int, ready: asyncio.Barrier,
             start = time.perf_counter()
             done = await run(f"c{i}")
             latencies.append(time.perf_counter() - start)
-            assert done["status"] == "ok", done
+            assert done["status"] == "ok", (done, notices)
         finished.append(time.perf_counter())
 
 
@@ -310,6 +314,10 @@ def main() -> None:
         server = JupyterServer(folder)
         jtrips = jupyter_round_trips(server, 200)
         jwall, jlat = concurrent(jupyter_client(server), args.jupyter_clients, args.cells)
+    except BaseException:
+        if web:  # what the frontend said, for whoever reads the failure
+            print(web.log.read_text()[-4000:], file=sys.stderr)
+        raise
     finally:
         if web:
             web.stop()

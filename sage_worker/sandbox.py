@@ -2,22 +2,22 @@
 
 With isolation ``full``::
 
-    worker         a child subreaper: the session's init becomes its child
-      launcher     unshare(mount, pid, ipc, uts[, network]); fork; exit
-        init       pid 1 of the new pid namespace: mounts the session's file
-                   system, forks the session, reaps, forwards SIGINT; when it
-                   ends, the kernel kills every process of the namespace, so no
-                   setsid or double-forked grandchild outlives its session
-          session  its own uid, no capabilities, rlimits; runs user code
+    worker         unshare(pid) just for this fork, then back to its own
+      init         pid 1 of a new pid namespace: unshares mount, IPC, UTS (and
+                   network), mounts the session's file system, forks the
+                   session, reaps, forwards SIGINT; when it ends, the kernel
+                   kills every process of the namespace, so no setsid or
+                   double-forked grandchild outlives its session
+        session    its own uid, no capabilities, rlimits; runs user code
 
 With isolation ``none`` the worker forks the session process directly.
 
-Every step reports on a pipe that only the worker reads, one line each:
-``pid N`` (the init, as the worker sees it), then ``ready`` from the session
-once it is confined, or ``error TEXT`` from the step that failed. ``spawn``
-returns only when the session is ready, so a session is never handed out
-unconfined. Each forked level ends in ``os._exit``: no child can ever return
-into the worker's code.
+The worker forks and goes on (a burst of new sessions never holds up its
+loop); the new processes report on a pipe that only the worker reads, one
+line: ``ready`` from the session once it is confined, or ``error TEXT`` from
+the step that failed. No user code runs before ``ready``: the session process
+reads its first request only after it has confined itself. Each forked level
+ends in ``os._exit``: no child can ever return into the worker's code.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from sage_worker import mounts
@@ -46,39 +47,59 @@ REPORT_TIMEOUT = 20.0
 PRIVATE_DIRS = {"tmp": Path("/tmp"), "var-tmp": Path("/var/tmp"), "shm": Path("/dev/shm")}
 
 
-class SpawnError(Exception):
-    """A session could not be started confined; the text says which step failed."""
+@dataclass(frozen=True)
+class Spawned:
+    pid: int  # the worker's child: the session's init, or (isolation none) the session
+    report: int  # read end of its report pipe: "ready" or "error TEXT", then EOF
 
 
 def spawn(system: System, sandbox: Sandbox, uid: int | None, home: Path,
-          child_end: socket.socket, lifeline: tuple[int, int],
-          run: Callable[[socket.socket], None], env: dict[str, str]) -> int:
-    """Start one session; return the pid the worker watches and signals (the
-    init, or with isolation none the session itself)."""
+          child_end: socket.socket, lifeline: tuple[int, int], own_pid_ns: int | None,
+          run: Callable[[socket.socket], None], env: dict[str, str],
+          check_install: bool = False) -> Spawned:
+    """Fork one session and return at once; its report says when it is confined."""
     report_r, report_w = os.pipe()
     worker_pid = os.getpid()
-    pid = system.fork()
-    if pid == 0:
-        _exit_after(report_w, lambda: _launch(system, sandbox, uid, home, child_end, report_w,
-                                               lifeline, run, env, worker_pid))
-    os.close(report_w)
-    try:
-        lines = _read_report(report_r)
-    finally:
-        os.close(report_r)
-    watched = pid
     if sandbox.full:
-        with contextlib.suppress(ChildProcessError):
-            system.waitpid(pid, 0)  # the launcher has exited (its report end is closed)
-        found = [int(line.split()[1]) for line in lines if line.startswith("pid ")]
-        watched = found[0] if found else None
-    if "ready" not in lines:
-        if watched:
-            with contextlib.suppress(ProcessLookupError):
-                system.kill(watched, signal.SIGKILL)
-        errors = [line.removeprefix("error ") for line in lines if line.startswith("error ")]
-        raise SpawnError(errors[0] if errors else "the session process ended during setup")
-    return watched
+        # Our next child becomes pid 1 of a new pid namespace; setns puts our
+        # later children back into ours (a second unshare would be refused).
+        system.unshare(CLONE_NEWPID)
+        try:
+            pid = system.fork()
+        finally:
+            if os.getpid() == worker_pid:
+                system.setns(own_pid_ns, CLONE_NEWPID)
+    else:
+        pid = system.fork()
+    if pid == 0:
+        step = _init if sandbox.full else _session
+        _exit_after(report_w, lambda: step(system, sandbox, uid, home, child_end, report_w,
+                                           lifeline, run, env, worker_pid, check_install))
+    os.close(report_w)
+    return Spawned(pid, report_r)
+
+
+def read_report(fd: int, timeout: float = REPORT_TIMEOUT) -> str:
+    """The report of a session (blocking): "ready", or why it is not."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return "error setup timed out"
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return outcome(data)
+        data += chunk
+
+
+def outcome(data: bytes) -> str:
+    """What a whole report says: "ready" or "error TEXT"."""
+    lines = data.decode(errors="replace").splitlines()
+    if "ready" in lines:
+        return "ready"
+    errors = [line for line in lines if line.startswith("error ")]
+    return errors[0] if errors else "error the session process ended during setup"
 
 
 def _exit_after(report_w: int, step: Callable[[], int | None]) -> None:
@@ -94,53 +115,30 @@ def _exit_after(report_w: int, step: Callable[[], int | None]) -> None:
         os._exit(code)
 
 
-def _read_report(fd: int) -> list[str]:
-    data = b""
-    deadline = time.monotonic() + REPORT_TIMEOUT
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return [*data.decode(errors="replace").splitlines(), "error setup timed out"]
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            return data.decode(errors="replace").splitlines()
-        data += chunk
-
-
-def _launch(system: System, sandbox: Sandbox, uid: int | None, home: Path,
-            child_end: socket.socket, report_w: int, lifeline: tuple[int, int],
-            run: Callable, env: dict[str, str], worker_pid: int) -> None:
-    """In the first forked process."""
+def _reset_signals() -> None:
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
-    os.close(lifeline[1])  # only the worker may hold it: its death closes the pipe
-    if not sandbox.full:
-        _session(system, sandbox, None, home, child_end, report_w, run, env, worker_pid)
-        return
-    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
-    system.unshare(flags | (CLONE_NEWNET if sandbox.private_network else 0))
-    init = system.fork()
-    if init:
-        os.write(report_w, f"pid {init}\n".encode())
-        return
-    _exit_after(report_w, lambda: _init(system, sandbox, uid, home, child_end, report_w,
-                                        lifeline[0], run, env))
 
 
 def _init(system: System, sandbox: Sandbox, uid: int, home: Path, child_end: socket.socket,
-          report_w: int, lifeline: int, run: Callable, env: dict[str, str]) -> int:
+          report_w: int, lifeline: tuple[int, int], run: Callable, env: dict[str, str],
+          worker_pid: int, check_install: bool) -> int:
     """Pid 1 of the session's namespace; returns its exit status."""
+    _reset_signals()
     system.setsid()
-    close_inherited_fds({report_w, lifeline, child_end.fileno()})
+    close_inherited_fds({report_w, lifeline[0], child_end.fileno()})  # the write end too
+    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS
+    system.unshare(flags | (CLONE_NEWNET if sandbox.private_network else 0))
     build_filesystem(system, sandbox, uid, home)
     session = system.fork()
     if session == 0:
         _exit_after(report_w, lambda: _session(system, sandbox, uid, home, child_end,
-                                               report_w, run, env, None))
+                                               report_w, None, run, env, None,
+                                               check_install))
     os.close(report_w)
     child_end.close()
-    return _reap_until(system, session, lifeline)
+    return _reap_until(system, session, lifeline[0])
 
 
 def build_filesystem(system: System, sandbox: Sandbox, uid: int, home: Path) -> None:
@@ -166,16 +164,19 @@ def build_filesystem(system: System, sandbox: Sandbox, uid: int, home: Path) -> 
 
 
 def _session(system: System, sandbox: Sandbox, uid: int | None, home: Path,
-             child_end: socket.socket, report_w: int, run: Callable, env: dict[str, str],
-             worker_pid: int | None) -> None:
+             child_end: socket.socket, report_w: int, lifeline: tuple[int, int] | None,
+             run: Callable, env: dict[str, str], worker_pid: int | None,
+             check_install: bool) -> None:
     """The session process: confine, report ready, run user code."""
-    system.setsid()  # its own process group: an interrupt reaches its children too
-    if worker_pid is not None:  # isolation none: no namespace ends it with the worker
-        system.set_parent_death_signal(signal.SIGKILL)
+    if worker_pid is not None:  # isolation none: forked by the worker itself
+        _reset_signals()
+        os.close(lifeline[1])
+        system.set_parent_death_signal(signal.SIGKILL)  # no namespace ends it with the worker
         if system.getppid() != worker_pid:
             return
+    system.setsid()  # its own process group: an interrupt reaches its children too
     harden(system, sandbox.limits, uid, home, {child_end.fileno(), report_w}, env)
-    unreadable = check_readable(list(sandbox.install)) if sandbox.full else []
+    unreadable = check_readable(list(sandbox.install)) if check_install else []
     if unreadable:
         raise PermissionError(f"session uids cannot read {', '.join(unreadable)}")
     os.write(report_w, b"ready\n")

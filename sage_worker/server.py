@@ -53,6 +53,9 @@ OUTPUT_FIELDS = {
 # message is at most one 64 KiB output chunk or one image.
 CLIENT_HWM = 256
 PARKED_LIMIT = 1000  # replies held for a client that does not read (beyond: dropped)
+# Forking sessions takes milliseconds each: a burst of starts is served a few
+# per turn of the loop, so pings (and everything else) are answered meanwhile.
+STARTS_PER_TURN = 4
 # The session's own cap on its text output comes first; the parent's, a little
 # above it, holds whatever a tampered session does.
 OUTPUT_SLACK = 64 << 10
@@ -106,11 +109,18 @@ class Worker:
         self.spares: deque[Session] = deque()  # forked ahead, not yet handed out
         self.by_pid: dict[int, Session] = {}  # every child not yet reaped
         self.parked: dict[bytes, deque[list[bytes]]] = {}  # per client: held-back messages
+        self.starts: deque[tuple[bytes, dict]] = deque()  # start requests not yet served
+        # Sessions with an execution (their timers are checked on every turn;
+        # the idle ones, often hundreds, once a second).
+        self.running: set[Session] = set()
+        self.next_idle_check = 0.0
         self.refused_peers: set[bytes] = set()
         self.refill_due = True
         self.watch_changed = True  # sessions or held-back clients changed: re-poll
         self.stopping = False
         self.lifeline: tuple[int, int] | None = None
+        self.own_pid_ns: int | None = None
+        self.reports: dict[int, Session] = {}  # report pipes of sessions being set up
         self.context = zmq.Context()
         self.router = self.context.socket(zmq.ROUTER)
         self.zap = self.context.socket(zmq.REP)
@@ -136,6 +146,8 @@ class Worker:
         # Only this process holds the write end: when it dies, however it
         # dies, every session's init sees the pipe close and ends.
         self.lifeline = os.pipe()
+        if self.settings.sandbox.full:  # to come back to after forking each session's init
+            self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
 
     def keep_only_needed_capabilities(self) -> None:
         if os.geteuid() == 0:
@@ -145,14 +157,18 @@ class Worker:
         """Start and end one session, so that isolation that cannot be applied
         stops the worker now, with the reason, instead of failing users later."""
         try:
-            probe = self._fork_session(run=_await_end)
-        except sandbox.SpawnError as exc:
+            probe = self._fork_session(run=_await_end, check_install=True)
+        except OSError as exc:
             raise IsolationError(str(exc)) from None
+        result = sandbox.read_report(probe.report)
+        self._forget_report(probe)
         self._kill(probe, "ended")
         deadline = time.monotonic() + 5
         while self.by_pid and time.monotonic() < deadline:
             self._reap()
             time.sleep(0.005)
+        if result != "ready":
+            raise IsolationError(result.removeprefix("error "))
 
     def serve(self) -> None:
         wake_read, wake_write = os.pipe()
@@ -166,14 +182,16 @@ class Worker:
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.zap, zmq.POLLIN)
         poller.register(wake_read, zmq.POLLIN)
-        polled: dict[int, Session] = {}  # session channels in the poller, by descriptor
+        polled: dict[int, Session] = {}  # channels and setup reports, by descriptor
         try:
             while not self.stopping:
                 if self.watch_changed:
                     polled = self._update_poller(poller, polled)
                 events = dict(poller.poll(self._poll_timeout_ms()))
-                readable = [polled[fd] for fd in events if fd in polled]
-                self._step(events, readable, wake_read)
+                reported = [self.reports[fd] for fd in events if fd in self.reports]
+                readable = [polled[fd] for fd in events
+                            if fd in polled and fd not in self.reports]
+                self._step(events, readable, reported, wake_read)
         finally:
             self.shutdown()
             signal.set_wakeup_fd(-1)
@@ -188,16 +206,20 @@ class Worker:
         self.watch_changed = False
         wanted = {s.sock.fileno(): s for s in self.sessions.values()
                   if s.state is not State.DEAD and s.owner not in self.parked}
+        wanted.update(self.reports)
         for fd in polled.keys() - wanted.keys():
             poller.unregister(fd)
         for fd in wanted.keys() - polled.keys():
             poller.register(fd, zmq.POLLIN)
         return wanted
 
-    def _step(self, events: dict, readable: list[Session], wake_read: int) -> None:
+    def _step(self, events: dict, readable: list[Session], reported: list[Session],
+              wake_read: int) -> None:
         """One turn of the loop. An unexpected error costs what it was handling,
         never the worker: it is logged and the loop goes on."""
         try:
+            for session in reported:
+                self._read_report(session)
             if events.get(self.zap):
                 self._answer_zap()
             if not events and self.refill_due:
@@ -214,6 +236,7 @@ class Worker:
             self._flush_parked()
             if events.get(self.router):
                 self._read_requests()
+            self._serve_starts()
             self._timers()
         except Exception:
             self.say(f"internal error (the worker goes on): {traceback.format_exc()}")
@@ -277,13 +300,12 @@ class Worker:
     def _handle(self, identity: bytes, request: dict) -> None:
         kind, re = request["type"], request["id"]
         if kind == "ping":
-            if identity not in self.parked:  # a client that does not read needs no pong
-                self._send(identity, protocol.reply("pong", re, **self.status()))
+            # Behind any held-back output: a client that reads slowly still
+            # hears from us; one that does not read at all fills PARKED_LIMIT.
+            self._send(identity, protocol.reply("pong", re, **self.status()))
             return
         if kind == "start":
-            session = self._start(identity, re)
-            self._send(identity, protocol.reply("started", re, session=session.id,
-                                                pid=session.pid))
+            self.starts.append((identity, request))
             return
         if kind == "claim":
             ended = self._claim(identity, set(request["sessions"]))
@@ -305,6 +327,16 @@ class Worker:
         elif kind == "end":
             self._kill(session, "ended")
             self._send(identity, protocol.reply("ended", re, session=session.id))
+
+    def _serve_starts(self) -> None:
+        for _ in range(min(STARTS_PER_TURN, len(self.starts))):
+            identity, request = self.starts.popleft()
+            try:
+                session = self._start(identity, request["id"])
+                self._send(identity, protocol.reply("started", request["id"],
+                                                    session=session.id, pid=session.pid))
+            except ProtocolError as err:
+                self._send(identity, protocol.error(err))
 
     def _claim(self, identity: bytes, kept: set[str]) -> int:
         """A client says which of its sessions it still holds (after it lost
@@ -379,7 +411,7 @@ class Worker:
                                 f"{limits.max_sessions} sessions; use another worker", re)
         try:
             session = self.spares.popleft() if self.spares else self._fork_session()
-        except sandbox.SpawnError as exc:
+        except OSError as exc:
             self.say(f"a session could not be started: {exc}")
             raise ProtocolError("isolation_failed", f"the session could not be started "
                                 f"confined ({exc})", re) from None
@@ -394,8 +426,8 @@ class Worker:
         self.watch_changed = True
         return session
 
-    def _fork_session(self, run: Callable[[socket.socket], None] | None = None
-                      ) -> Session | None:
+    def _fork_session(self, run: Callable[[socket.socket], None] | None = None,
+                      check_install: bool = False) -> Session | None:
         box = self.settings.sandbox
         uid = self._free_uid()
         if box.full and uid is None:
@@ -408,8 +440,9 @@ class Worker:
             workdir.mkdir(mode=0o700)
         parent_end, child_end = channel.pair()
         try:
-            pid = sandbox.spawn(self.system, box, uid, home, child_end, self.lifeline,
-                                run or self._run_session, ENGINE_ENV)
+            spawned = sandbox.spawn(self.system, box, uid, home, child_end, self.lifeline,
+                                    self.own_pid_ns, run or self._run_session, ENGINE_ENV,
+                                    check_install)
         except BaseException:
             parent_end.close()
             if workdir:
@@ -417,9 +450,34 @@ class Worker:
             raise
         finally:
             child_end.close()
-        session = Session(session_id, pid, parent_end, b"", uid, workdir, time.monotonic())
-        self.by_pid[pid] = session
+        session = Session(session_id, spawned.pid, parent_end, b"", uid, workdir,
+                          time.monotonic(), report=spawned.report)
+        self.by_pid[spawned.pid] = session
+        self.reports[spawned.report] = session
+        self.watch_changed = True
         return session
+
+    def _read_report(self, session: Session) -> None:
+        """A session being set up said something: at the end, ready or why not."""
+        try:
+            data = os.read(session.report, 4096)
+        except OSError:
+            data = b""
+        session.report_data += data
+        if data:
+            return
+        result = sandbox.outcome(session.report_data)
+        self._forget_report(session)
+        if result != "ready" and session.state is not State.DEAD:
+            session.failure = result.removeprefix("error ")
+            self.say(f"a session could not be started confined: {session.failure}")
+            self._kill(session, "isolation_failed")
+
+    def _forget_report(self, session: Session) -> None:
+        self.reports.pop(session.report, None)
+        os.close(session.report)
+        session.report = None
+        self.watch_changed = True
 
     def _run_session(self, child_end: socket.socket) -> None:
         """In the confined session process: user code from here on."""
@@ -434,7 +492,7 @@ class Worker:
         if len(self.spares) < self.settings.spares:
             try:
                 spare = self._fork_session()
-            except sandbox.SpawnError as exc:
+            except OSError as exc:
                 self.say(f"a spare session could not be started: {exc}")
                 spare = None
             if spare is not None:
@@ -458,6 +516,7 @@ class Worker:
         execution = session.queue.popleft()
         execution.deadline = time.monotonic() + self.settings.limits.wall_time
         session.current = execution
+        self.running.add(session)
         session.set_state(State.BUSY)
         try:
             if execution.interact is None:
@@ -562,6 +621,7 @@ class Worker:
             status = "limit"
         self._emit(session, "done", {"status": status})
         session.current = None
+        self.running.discard(session)
         session.last_active = time.monotonic()
         if session.state is not State.DEAD:
             session.set_state(State.IDLE)
@@ -589,6 +649,13 @@ class Worker:
                     self._forward(session, message, blob)
         if session.state is not State.DEAD:
             session.set_state(State.DEAD)
+        if session.report is not None:  # it died while being set up
+            with contextlib.suppress(OSError):
+                session.report_data += os.read(session.report, 4096)
+            result = sandbox.outcome(session.report_data)
+            self._forget_report(session)
+            if result != "ready":
+                session.failure = session.failure or result.removeprefix("error ")
         killed_by = sandbox.signal_of(session.exit_status, self.settings.sandbox.full)
         pending = ([session.current] if session.current else []) + list(session.queue)
         for execution in pending:
@@ -605,6 +672,8 @@ class Worker:
                           + (f" (signal {killed_by})." if killed_by else "."))
             if killed_by == signal.SIGXCPU:
                 text = "CPU time limit reached: the session was stopped."
+            if session.failure:
+                text = f"The session could not be started confined ({session.failure})."
             self._emit(session, "notice", {"text": text})
             self._finish_execution(session, outcome)
         session.queue.clear()
@@ -628,25 +697,29 @@ class Worker:
     # ------------------------------------------------------------ timers
 
     def _poll_timeout_ms(self) -> int:
+        if self.starts:
+            return 0
         deadlines = [0.01 if self.refill_due or self.parked else 1.0]
         now = time.monotonic()
-        for session in self.sessions.values():
+        for session in self.running:
             execution = session.current
-            if execution is not None:
-                deadlines.append((execution.kill_at or execution.deadline) - now)
+            deadlines.append((execution.kill_at or execution.deadline) - now)
         return max(0, int(min(deadlines) * 1000) + 1)
 
     def _timers(self) -> None:
         now = time.monotonic()
-        limits = self.settings.limits
-        for session in list(self.sessions.values()):
+        for session in list(self.running):
             execution = session.current
-            if session.state is State.BUSY and execution and now >= execution.deadline:
+            if session.state is State.BUSY and now >= execution.deadline:
                 execution.timed_out = True
                 self._interrupt(session)
-            elif session.state is State.INTERRUPTING and execution and execution.kill_at \
+            elif session.state is State.INTERRUPTING and execution.kill_at \
                     and now >= execution.kill_at:
                 self._kill(session, "killed")
-            elif session.state is State.IDLE and not session.queue \
-                    and now - session.last_active >= limits.idle_timeout:
-                self._kill(session, "idle")
+        if now >= self.next_idle_check:
+            self.next_idle_check = now + 1.0
+            idle_timeout = self.settings.limits.idle_timeout
+            for session in list(self.sessions.values()):
+                if session.state is State.IDLE and not session.queue \
+                        and now - session.last_active >= idle_timeout:
+                    self._kill(session, "idle")

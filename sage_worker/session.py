@@ -57,6 +57,9 @@ class Session:
     decoder: Decoder = field(default_factory=Decoder)
     end_reason: str | None = None  # why we killed it, if we did
     exit_status: int | None = None  # from waitpid, once reaped
+    report: int | None = None  # its setup report's pipe, until it said ready (or failed)
+    report_data: bytes = b""
+    failure: str | None = None  # why it could not be confined
 
     def set_state(self, new: State) -> None:
         if new not in ALLOWED[self.state]:

@@ -76,6 +76,9 @@ class System:
     def unshare(self, flags: int) -> None:
         self._check(self._libc.unshare(flags), "unshare")
 
+    def setns(self, fd: int, nstype: int) -> None:
+        self._check(self._libc.setns(fd, nstype), "setns")
+
     def mount(self, source: str | None, target: str, fstype: str | None, flags: int,
               data: str | None) -> None:
         encode = lambda text: None if text is None else os.fsencode(text)  # noqa: E731

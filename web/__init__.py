@@ -85,6 +85,10 @@ def create_app(config: dict | None = None) -> Flask:
         if acts and not security.from_allowed_origin(request, allowed):
             return _json_error(403, "requests from other sites are refused; open the "
                                     "worksheet itself, or ask the admin to allow your site")
+        if request.path == "/ws":
+            # No permessage-deflate: compressing every small message costs the
+            # frontend (one process for all its browsers) more than it saves.
+            request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         return None
 
     @app.post("/api/share")

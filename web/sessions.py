@@ -26,7 +26,7 @@ import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
 
-from web import blobs, wire
+from web import blobs, frames, wire
 from web.db import DatabaseUnavailable
 from web.workers import WorkerClient, WorkerLink, WorkerPool, WorkerUnavailable
 
@@ -34,6 +34,7 @@ LOG_MESSAGES = 20000
 LOG_BYTES = 16 << 20  # a whole execution at the worker's default output cap fits
 WAIT_FOR_WORKER = 15.0  # seconds a new session waits for a live worker with room
 DIRECT_LIMIT = 64  # replies (attached, pong, errors) waiting for one websocket
+BATCH_BYTES = 256 << 10  # what one write to a websocket carries at most
 LEAVE_GRACE = 15.0  # seconds a session whose tab was closed waits for a reload
 
 
@@ -94,13 +95,16 @@ class Connection:
 
     def _write(self) -> None:
         while not self.closed:
-            text = self._next_text()
-            if text is None:
+            batch, size = [], 0
+            while size < BATCH_BYTES and (text := self._next_text()) is not None:
+                batch.append(text)
+                size += len(text)
+            if not batch:
                 self.wake.clear()
                 self.wake.wait()
                 continue
             try:
-                self.ws.send(text)
+                frames.send_texts(self.ws, batch)
             except Exception:
                 self.closed = True
                 return

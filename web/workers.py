@@ -34,7 +34,9 @@ from gevent.event import AsyncResult
 from sage_worker import curve, protocol
 
 PING_EVERY = 1.0
-DEAD_AFTER = 3.0
+# A worker that has not answered a ping for this long is given up; a loaded
+# one answers within it (it serves a burst of session starts a few at a time).
+DEAD_AFTER = 5.0
 RECEIVE_HWM = 1000  # messages the socket holds for us before the worker holds back
 SEND_HWM = 1000
 _ids = itertools.count(1)
