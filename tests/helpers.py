@@ -136,3 +136,18 @@ def terminate(proc: subprocess.Popen, timeout: float = 15) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def private_venv(folder: Path, mode_of_lib: int = 0o755) -> Path:
+    """A virtualenv inside a 0700 folder (a Python in someone's home, say) that
+    reaches this project's packages through a .pth file."""
+    private = folder / "private"
+    private.mkdir(mode=0o700)
+    venv = private / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    ours = next(p for p in sys.path if p.endswith("site-packages") and "/.venv/" in p)
+    (site / "salvus-test.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
+    os.chmod(venv / "lib", mode_of_lib)
+    return venv / "bin" / "python"

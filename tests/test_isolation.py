@@ -12,13 +12,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from sage_worker import protocol
-from tests.helpers import processes_of_uid, terminate, wait_for
+from tests.helpers import private_venv, processes_of_uid, terminate, wait_for
 from tests.worker_client import UIDS, WorkerProcess, stranger_key
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="isolation full needs root")
@@ -197,21 +196,6 @@ def test_full_isolation_without_root_stops_the_worker_with_one_line(worker_facto
     errors = [line for line in worker.log.read_text().splitlines() if "Error:" in line]
     assert len(errors) == 1 and "isolation = none" in errors[0] and "root" in errors[0]
     assert "Traceback" not in worker.log.read_text()
-
-
-def private_venv(folder: Path, mode_of_lib: int = 0o755) -> Path:
-    """A virtualenv inside a 0700 folder (a Python in someone's home, say) that
-    reaches this project's packages through a .pth file."""
-    private = folder / "private"
-    private.mkdir(mode=0o700)
-    venv = private / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
-                   timeout=120)
-    site = next((venv / "lib").glob("python3*/site-packages"))
-    ours = next(p for p in sys.path if p.endswith("site-packages") and "/.venv/" in p)
-    (site / "salvus-test.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
-    os.chmod(venv / "lib", mode_of_lib)
-    return venv / "bin" / "python"
 
 
 def test_an_install_in_a_private_folder_works_for_sessions(worker_factory, make_folder):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from salvusctl.config import load
-from tests.helpers import free_base_port, processes_of, run
+from tests.helpers import free_base_port, private_venv, processes_of, run
 
 pytestmark = [
     pytest.mark.slow,
@@ -46,4 +46,29 @@ def test_cluster_moves_out_of_a_folder_closed_to_the_service_user(make_folder):
         for pid in processes_of(cluster):
             os.kill(pid, 9)
         shutil.rmtree(cluster, ignore_errors=True)
+    assert processes_of(data) == {}
+
+
+def test_an_install_in_a_private_folder_runs_the_whole_appliance(make_folder):
+    """The most ordinary setup: a checkout (and its virtualenv) in root's 0700
+    home. No permission on the host is changed; every program reads its install
+    through its own view of the file system, and nothing else of that folder."""
+    from tests.chaos import execute
+
+    python = private_venv(make_folder())
+    data = make_folder() / "data"
+    salvusctl = [str(python), "-m", "salvusctl"]
+    base = free_base_port()
+    try:
+        run(data, "init", "--base-port", str(base), salvusctl=salvusctl)
+        started = run(data, "start", salvusctl=salvusctl)
+        assert "Salvus is running" in started.stdout
+        rows = {r["name"]: r for r in json.loads(run(data, "status", "--json").stdout)}
+        assert rows["web0"]["user"] == "salvus" and rows["worker0"]["isolation"]["mode"] == "full"
+        status, answer = execute(base, "import sys\n(sys.prefix, 6 * 7)")
+        assert status == 200 and answer["result"]["text/plain"] == \
+            repr((str(python.parent.parent), 42))
+        assert oct(python.parent.parent.parent.stat().st_mode & 0o777) == "0o700"  # unchanged
+    finally:
+        run(data, "stop", check=False, salvusctl=salvusctl)
     assert processes_of(data) == {}

@@ -452,3 +452,41 @@ def test_a_worker_that_sends_garbage_never_stops_the_frontend(web_db, make_folde
             client.close()
         web.stop()
         rogue.close()
+
+
+def frontend_rss_kb(web: WebProcess) -> int:
+    status = Path(f"/proc/{web.proc.pid}/status").read_text().splitlines()
+    return int(next(line.split()[1] for line in status if line.startswith("VmRSS")))
+
+
+def test_a_browser_that_does_not_read_costs_bounded_memory_and_is_told_what_it_missed(
+        stack):
+    from tests.web_client import RawBrowser
+
+    web, workers = stack
+    slow = RawBrowser(web.port, f"browser={uuid.uuid4().hex}")
+    try:
+        slow.send(type="open")
+        assert slow.receive()["type"] == "attached"
+        before = frontend_rss_kb(web)
+        # 3 x 12 MB of output while the browser reads nothing: more than a
+        # session's log keeps (16 MB), all of it pushed at a full socket
+        for i in range(3):
+            slow.send(type="execute", cell=f"c{i}",
+                      code="import sys\nfor i in range(12000): print('y' * 999)")
+        def busy() -> int:
+            return sum(w.client().request("ping")["busy"] for w in workers)
+
+        wait_for(lambda: busy() > 0, timeout=30, what="the cells to start")
+        wait_for(lambda: busy() == 0, timeout=60, what="the cells to finish unread")
+        grown = frontend_rss_kb(web) - before
+        assert grown < 120_000, f"the frontend grew by {grown} kB for one slow browser"
+        seen = []
+        while not any(m.get("type") == "done" and m.get("cell") == "c2" for m in seen):
+            seen.append(slow.receive())
+        gaps = [m for m in seen if m["type"] == "gap"]
+        assert gaps and gaps[0]["missed"] > 0 and "could not keep up" in gaps[0]["text"]
+        seqs = [m["seq"] for m in seen if "seq" in m]
+        assert seqs == sorted(seqs)  # what arrives is in order, without repeats
+    finally:
+        slow.close()

@@ -140,3 +140,65 @@ class Browserish:
     def close(self) -> None:
         with contextlib.suppress(ConnectionClosed):
             self.ws.close()
+
+
+class RawBrowser:
+    """A browser that reads only when asked: a plain socket with a small
+    receive buffer and a websocket client of a few lines (no background
+    reader that would buffer for it), to play a slow connection."""
+
+    def __init__(self, port: int, cookie: str, rcvbuf: int = 16 * 1024):
+        import base64
+        import os
+
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect
+        self.sock.settimeout(30)
+        self.sock.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13"
+            f"\r\nCookie: salvus_{cookie}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.sock.recv(1)
+        assert b" 101 " in head.split(b"\r\n")[0], head
+
+    def send(self, **message) -> None:
+        import os
+        import struct
+
+        payload = json.dumps(message).encode()
+        mask = os.urandom(4)
+        length = bytes([0x80 | len(payload)]) if len(payload) < 126 else \
+            bytes([0x80 | 126]) + struct.pack("!H", len(payload))
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(bytes([0x81]) + length + mask + masked)
+
+    def _exact(self, count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = self.sock.recv(count - len(data))
+            if not chunk:
+                raise ConnectionError("closed by the frontend")
+            data += chunk
+        return data
+
+    def receive(self) -> dict:
+        """The next JSON message (pings are skipped: the frontend pings seldom)."""
+        import struct
+
+        while True:
+            first, second = self._exact(2)
+            length = second & 0x7F
+            if length == 126:
+                (length,) = struct.unpack("!H", self._exact(2))
+            elif length == 127:
+                (length,) = struct.unpack("!Q", self._exact(8))
+            payload = self._exact(length)
+            if first & 0x0F == 0x1:
+                return json.loads(payload)
+
+    def close(self) -> None:
+        self.sock.close()
