@@ -42,6 +42,7 @@ bench: install
 	$(VENV)/bin/pip install -q -e '.[test,sage,bench]'
 	$(VENV)/bin/python bench/worker_bench.py
 	$(VENV)/bin/python bench/web_bench.py
+	$(VENV)/bin/python bench/chaos_bench.py
 
 ## dist: the tarball packagers ship (dist/salvus-VERSION.tar.gz)
 dist: install

@@ -13,13 +13,16 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from salvusctl import config as configfile
+from tests.helpers import free_base_port, kill_everything_of, run
 
 CANARY_ADDRESS = "127.0.0.2"
 ATTACKER_ADDRESS = "127.0.0.3"
@@ -141,6 +144,33 @@ class Canary:
                 return True
             time.sleep(0.2)
         return False
+
+
+# What the hostile tests and the chaos bench run: python workers (they start
+# fast), small limits (attacks end soon), quotas the canary never meets.
+HOSTILE_CONFIG = {("worker", "engine"): "python", ("worker", "wall_time"): "10",
+                  ("worker", "output_bytes"): "1000000", ("worker", "memory_mb"): "1024",
+                  ("worker", "processes"): "50", ("web", "api_rate_per_ip"): "50/second",
+                  ("web", "api_concurrent"): "4", ("web", "api_concurrent_per_ip"): "2"}
+
+
+@contextlib.contextmanager
+def appliance():
+    """An appliance for attacks, in a temp folder; stopped and removed after."""
+    folder = Path(tempfile.mkdtemp(prefix="salvus-hostile-", dir="/tmp"))
+    os.chmod(folder, 0o755)
+    data = folder / "data"
+    base = free_base_port()
+    try:
+        run(data, "init", "--base-port", str(base), "--workers", "2")
+        edit_config(data, HOSTILE_CONFIG)
+        run(data, "start")
+        yield data, base
+    finally:
+        if (data / "salvus.conf").exists():
+            run(data, "stop", check=False)
+        kill_everything_of(folder)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def edit_config(data: Path, values: dict[tuple[str, str], str]) -> None:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +18,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from tests import db
+from tests import chaos, db
 from tests.chaos import (
     Canary,
     edit_config,
@@ -31,7 +29,7 @@ from tests.chaos import (
     signal_family,
     stopped,
 )
-from tests.helpers import free_base_port, kill_everything_of, run, wait_for
+from tests.helpers import run, wait_for
 from tests.web_client import Browserish, Frontend
 
 pytestmark = [pytest.mark.slow,
@@ -41,25 +39,8 @@ PROGRAMS = ("postgres", "memcached", "registry", "worker0", "worker1", "web0")
 
 @pytest.fixture(scope="module")
 def appliance():
-    folder = Path(tempfile.mkdtemp(prefix="salvus-hostile-", dir="/tmp"))
-    os.chmod(folder, 0o755)
-    data = folder / "data"
-    base = free_base_port()
-    try:
-        run(data, "init", "--base-port", str(base), "--workers", "2")
-        edit_config(data, {("worker", "engine"): "python", ("worker", "wall_time"): "10",
-                           ("worker", "output_bytes"): "1000000",
-                           ("worker", "memory_mb"): "1024", ("worker", "processes"): "50",
-                           ("web", "api_rate_per_ip"): "50/second",
-                           ("web", "api_concurrent"): "4",
-                           ("web", "api_concurrent_per_ip"): "2"})
-        run(data, "start")
-        yield data, base
-    finally:
-        if (data / "salvus.conf").exists():
-            run(data, "stop", check=False)
-        kill_everything_of(folder)
-        shutil.rmtree(folder, ignore_errors=True)
+    with chaos.appliance() as started:
+        yield started
 
 
 @pytest.fixture
