@@ -117,7 +117,9 @@ def main() -> None:
                             "canary_p95_ms": _ms(figures.percentile(95)),
                             "failures": figures.failures, "runs": figures.count,
                             "recovered": recovered})
-    print("\nThe canary (1+1 through the API every 0.5 s) during each attack:")
+    print("\nThe canary (1+1 through the API every 0.5 s) during each attack. It is an API"
+          "\ncaller itself: a flood of API calls takes the API's share, which is the"
+          "\nquota doing its job (the worksheets keep theirs):")
     print(f"{'attack':<28} {'p50':>9} {'p95':>9} {'failed':>8}")
     for row in results:
         p50 = "-" if row["canary_p50_ms"] is None else f"{row['canary_p50_ms']:.0f} ms"

@@ -141,8 +141,6 @@ class Worker:
             self.zap.bind(curve.ZAP_ENDPOINT)
             curve.serve_as(self.router, self.settings.server_key)
         self.router.bind(self.settings.endpoint)
-        # The sessions' inits are adopted by us when their launcher exits.
-        self.system.set_child_subreaper()
         # Only this process holds the write end: when it dies, however it
         # dies, every session's init sees the pipe close and ends.
         self.lifeline = os.pipe()

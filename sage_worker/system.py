@@ -15,7 +15,6 @@ import signal
 
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
-PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -67,11 +66,6 @@ class System:
 
     def no_new_privileges(self) -> None:
         self._prctl(PR_SET_NO_NEW_PRIVS, 1)
-
-    def set_child_subreaper(self) -> None:
-        """Orphaned descendants (a session's init, once its launcher exits)
-        become our children, so we reap them and know their exit status."""
-        self._prctl(PR_SET_CHILD_SUBREAPER, 1)
 
     def unshare(self, flags: int) -> None:
         self._check(self._libc.unshare(flags), "unshare")

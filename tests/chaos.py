@@ -13,16 +13,13 @@ import contextlib
 import http.client
 import json
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from salvusctl import config as configfile
-from tests.helpers import free_base_port, kill_everything_of, run
+from tests.helpers import started_appliance
 
 CANARY_ADDRESS = "127.0.0.2"
 ATTACKER_ADDRESS = "127.0.0.3"
@@ -156,29 +153,10 @@ HOSTILE_CONFIG = {("worker", "engine"): "python", ("worker", "wall_time"): "10",
 
 @contextlib.contextmanager
 def appliance():
-    """An appliance for attacks, in a temp folder; stopped and removed after."""
-    folder = Path(tempfile.mkdtemp(prefix="salvus-hostile-", dir="/tmp"))
-    os.chmod(folder, 0o755)
-    data = folder / "data"
-    base = free_base_port()
-    try:
-        run(data, "init", "--base-port", str(base), "--workers", "2")
-        edit_config(data, HOSTILE_CONFIG)
-        run(data, "start")
-        yield data, base
-    finally:
-        if (data / "salvus.conf").exists():
-            run(data, "stop", check=False)
-        kill_everything_of(folder)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def edit_config(data: Path, values: dict[tuple[str, str], str]) -> None:
-    """Change keys of salvus.conf, as an admin would (the file stays commented)."""
-    path = data / "salvus.conf"
-    raw = configfile.read_raw(path)
-    raw.update(values)
-    configfile.write(path, raw)
+    """An appliance for attacks, in a temp folder: (data folder, web port)."""
+    with started_appliance("salvus-hostile-", "--workers", "2",
+                           config=HOSTILE_CONFIG) as (data, port, _):
+        yield data, port
 
 
 def pid_of(data: Path, name: str, salvusctl_run) -> int:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from pathlib import Path
@@ -10,7 +11,14 @@ import pytest
 
 from salvusctl import appliance, postgres
 from salvusctl.datadir import DataDir
-from tests.helpers import free_base_port, kill_everything_of, run
+from tests.helpers import (
+    free_base_port,
+    kill_everything_of,
+    processes_of_uid,
+    run,
+    started_appliance,
+)
+from tests.worker_client import UIDS, WorkerProcess
 
 
 @pytest.fixture
@@ -81,17 +89,31 @@ def fresh_db(pg_cluster) -> str:
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory):
+def running():
     """One started appliance shared by a module's tests; stopped at the end."""
-    folder = Path(tempfile.mkdtemp(prefix="salvus-running-", dir="/tmp"))
-    os.chmod(folder, 0o755)
-    data = folder / "data"
-    try:
-        run(data, "init", "--base-port", str(free_base_port()), "--workers", "2")
-        run(data, "start")
+    with started_appliance("salvus-running-", "--workers", "2") as (data, _, _):
         yield data
-    finally:
-        if (data / "salvus.conf").exists():
-            run(data, "stop", check=False)
-        kill_everything_of(folder)
-        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def worker_factory(make_folder):
+    """Workers as processes (python engine unless asked), each in a folder of
+    its own; stopped afterwards, and no session process may outlive them."""
+    started: list[WorkerProcess] = []
+
+    def make(*extra: str, engine: str = "python", ready: bool = True,
+             **options) -> WorkerProcess:
+        worker = WorkerProcess(make_folder("salvus-worker-"), engine, *extra, **options)
+        started.append(worker)
+        if ready:
+            worker.wait_ready()
+        return worker
+
+    yield make
+    for worker in started:
+        worker.stop()
+        uids = range(worker.uid_base(), worker.uid_base() + UIDS)
+        leftovers = [pid for uid in uids for pid in processes_of_uid(uid)]
+        for pid in leftovers:
+            os.kill(pid, signal.SIGKILL)
+        assert leftovers == [], "session processes outlived their worker"

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -151,3 +153,36 @@ def private_venv(folder: Path, mode_of_lib: int = 0o755) -> Path:
     (site / "salvus-test.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
     os.chmod(venv / "lib", mode_of_lib)
     return venv / "bin" / "python"
+
+
+def edit_config(data: Path, values: dict[tuple[str, str], str]) -> None:
+    """Change keys of salvus.conf, as an admin would (the file stays commented)."""
+    from salvusctl import config as configfile
+
+    path = data / "salvus.conf"
+    raw = configfile.read_raw(path)
+    raw.update(values)
+    configfile.write(path, raw)
+
+
+@contextlib.contextmanager
+def started_appliance(prefix: str, *init_options: str,
+                      config: dict[tuple[str, str], str] | None = None):
+    """An appliance initialized (with ``init_options``, then ``config`` edited
+    into salvus.conf) and started in a temp folder: (data folder, web port,
+    start's output). Stopped, its processes killed and its folder removed
+    afterwards, also when the test fails."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(folder, 0o755)
+    data = folder / "data"
+    base = free_base_port()
+    try:
+        run(data, "init", "--base-port", str(base), *init_options)
+        if config:
+            edit_config(data, config)
+        yield data, base, run(data, "start")
+    finally:
+        if (data / "salvus.conf").exists():
+            run(data, "stop", check=False)
+        kill_everything_of(folder)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.helpers import free_base_port, kill_everything_of, run, wait_for
+from tests.helpers import run, started_appliance, wait_for
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -27,20 +26,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 @pytest.fixture(scope="module")
 def appliance():
-    folder = Path(tempfile.mkdtemp(prefix="salvus-e2e-", dir="/tmp"))
-    os.chmod(folder, 0o755)
-    data = folder / "data"
-    base = free_base_port()
-    try:
-        run(data, "init", "--base-port", str(base), "--web", "2", "--workers", "2")
-        started = run(data, "start")
+    with started_appliance("salvus-e2e-", "--web", "2", "--workers", "2") as (data, base,
+                                                                             started):
         assert f"open http://127.0.0.1:{base}/" in started.stdout
         yield data, base
-    finally:
-        if (data / "salvus.conf").exists():
-            run(data, "stop", check=False)
-        kill_everything_of(folder)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ import pytest
 from tests import chaos, db
 from tests.chaos import (
     Canary,
-    edit_config,
     execute,
     get,
     pid_of,
@@ -29,7 +28,7 @@ from tests.chaos import (
     signal_family,
     stopped,
 )
-from tests.helpers import run, wait_for
+from tests.helpers import edit_config, run, wait_for
 from tests.web_client import Browserish, Frontend
 
 pytestmark = [pytest.mark.slow,

@@ -9,7 +9,6 @@ outside the session's reach, and the worker goes on serving.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -18,31 +17,10 @@ import pytest
 
 from sage_worker import protocol
 from tests.helpers import private_venv, processes_of_uid, terminate, wait_for
-from tests.worker_client import UIDS, WorkerProcess, stranger_key
+from tests.worker_client import stranger_key
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="isolation full needs root")
 NOBODY = 65534
-
-
-@pytest.fixture
-def worker_factory(make_folder):
-    started: list[WorkerProcess] = []
-
-    def make(*extra: str, ready: bool = True, **options) -> WorkerProcess:
-        worker = WorkerProcess(make_folder("salvus-iso-"), "python", *extra, **options)
-        started.append(worker)
-        if ready:
-            worker.wait_ready()
-        return worker
-
-    yield make
-    for worker in started:
-        worker.stop()
-        uids = range(worker.uid_base(), worker.uid_base() + UIDS)
-        leftovers = [pid for uid in uids for pid in processes_of_uid(uid)]
-        for pid in leftovers:
-            os.kill(pid, signal.SIGKILL)
-        assert leftovers == [], "session processes outlived their worker"
 
 
 @pytest.fixture

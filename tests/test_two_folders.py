@@ -17,13 +17,19 @@ def pids(data) -> dict[str, int]:
     return {row["name"]: row["pid"] for row in rows}
 
 
-def test_two_data_folders_both_run(make_folder):
+def two_data_folders(make_folder) -> tuple:
+    """Two initialized data folders on ports of their own."""
     first, second = make_folder() / "a", make_folder() / "b"
     run(first, "init", "--base-port", str(free_base_port()))
     port = free_base_port()
     while (first / "salvus.conf").read_text().count(f"= {port}\n"):
         port = free_base_port()
     run(second, "init", "--base-port", str(port))
+    return first, second
+
+
+def test_two_data_folders_both_run(make_folder):
+    first, second = two_data_folders(make_folder)
     try:
         run(first, "start")
         run(second, "start")
@@ -48,15 +54,10 @@ def test_two_data_folders_both_run(make_folder):
 
 def test_session_uids_never_overlap_and_a_taken_range_is_refused(make_folder):
     from salvusctl.config import load
-    from tests.chaos import edit_config
+    from tests.helpers import edit_config
     from tests.web_client import Browserish, Frontend
 
-    first, second = make_folder() / "a", make_folder() / "b"
-    run(first, "init", "--base-port", str(free_base_port()))
-    port = free_base_port()
-    while (first / "salvus.conf").read_text().count(f"= {port}\n"):
-        port = free_base_port()
-    run(second, "init", "--base-port", str(port))
+    first, second = two_data_folders(make_folder)
     bases = [load(d / "salvus.conf").get("worker", "uid_base") for d in (first, second)]
     assert bases[0] != bases[1] and abs(bases[0] - bases[1]) >= 100000
     try:

@@ -12,29 +12,6 @@ import pytest
 
 from sage_worker import protocol
 from tests.helpers import processes_of_uid, wait_for
-from tests.worker_client import UIDS, WorkerProcess
-
-ROOT = os.geteuid() == 0
-
-
-@pytest.fixture
-def worker_factory(make_folder):
-    started: list[WorkerProcess] = []
-
-    def make(*extra: str, engine: str = "python", env: dict | None = None) -> WorkerProcess:
-        worker = WorkerProcess(make_folder("salvus-worker-"), engine, *extra, env=env)
-        started.append(worker)
-        worker.wait_ready()
-        return worker
-
-    yield make
-    for worker in started:
-        worker.stop()
-        uids = range(worker.uid_base(), worker.uid_base() + UIDS)
-        leftovers = [pid for uid in uids for pid in processes_of_uid(uid)] if ROOT else []
-        for pid in leftovers:
-            os.kill(pid, signal.SIGKILL)
-        assert leftovers == [], "session processes outlived their worker"
 
 
 @pytest.fixture
