@@ -28,7 +28,7 @@ from gevent.lock import Semaphore
 
 from web import blobs, frames, wire
 from web.db import DatabaseUnavailable
-from web.workers import WorkerClient, WorkerLink, WorkerPool, WorkerUnavailable
+from web.workers import OncePerKind, WorkerClient, WorkerLink, WorkerPool, WorkerUnavailable
 
 LOG_MESSAGES = 20000
 LOG_BYTES = 16 << 20  # a whole execution at the worker's default output cap fits
@@ -331,6 +331,7 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self.route: dict[tuple[str, str], object] = {}  # (worker, its session) -> ours
         self.reaper = None
+        self.problem = OncePerKind(say)  # faults of ours, logged once per kind
 
     def client(self, name: str, key) -> WorkerClient:
         """Who this frontend is to its workers; their messages come back here."""

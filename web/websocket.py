@@ -12,6 +12,8 @@ RECEIVE_TIMEOUT = 30  # seconds; protocol pings (ping_interval) notice dead peer
 
 
 def serve_browser(ws, manager: SessionManager, browser: str, ip: str) -> None:
+    """Serve one websocket until it closes. A message that cannot be handled
+    (a refusal, or a fault of ours) costs that message, never the connection."""
     whole_frames(ws)  # until simple-websocket releases its fix for partial writes
     connection = Connection(ws)
     connection.start()
@@ -26,6 +28,10 @@ def serve_browser(ws, manager: SessionManager, browser: str, ip: str) -> None:
                 session = _dispatch(message, connection, session, manager, browser, ip)
             except wire.WireError as err:
                 connection.send_text(wire.error(err))
+            except Exception as exc:
+                manager.problem(type(exc).__name__, f"a browser message failed: {exc!r}")
+                connection.send_text(wire.error(wire.WireError(
+                    "internal", "this message could not be handled; it was logged")))
     except ConnectionClosed:
         pass
     finally:
