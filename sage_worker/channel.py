@@ -17,11 +17,16 @@ import struct
 from typing import Any
 
 HEADER = struct.Struct("!II")
-MAX_MESSAGE = 64 << 20
+# Larger than any honest message: an output chunk is 64 KiB, an image a few MB.
+MAX_MESSAGE = 32 << 20
+READ_LIMIT = 256 << 10  # bytes the parent reads from one session per turn of its loop
 
 
 def encode(message: dict[str, Any], blob: bytes | None = None) -> bytes:
-    body = json.dumps(message, separators=(",", ":")).encode()
+    # UTF-8, not \u escapes: encoded size stays close to the text's own size,
+    # which the parent counts against the output cap.
+    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8", "replace")  # a lone surrogate from user code is no reason to fail
     extra = 0 if blob is None else len(blob) + 1
     return HEADER.pack(len(body), extra) + body + (blob or b"")
 
@@ -32,7 +37,8 @@ class Decoder:
     def __init__(self):
         self.buffer = bytearray()
 
-    def feed(self, data: bytes) -> list[tuple[dict[str, Any], bytes | None]]:
+    def feed(self, data: bytes) -> list[tuple[Any, bytes | None, int]]:
+        """Whole messages so far: (decoded JSON, blob, its size on the wire)."""
         self.buffer += data
         messages = []
         while len(self.buffer) >= HEADER.size:
@@ -46,7 +52,7 @@ class Decoder:
             body = bytes(self.buffer[HEADER.size:HEADER.size + body_len])
             blob = bytes(self.buffer[HEADER.size + body_len:total]) if extra else None
             del self.buffer[:total]
-            messages.append((json.loads(body), blob))
+            messages.append((json.loads(body), blob, total))
         return messages
 
 
@@ -63,7 +69,7 @@ class ChildEnd:
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.decoder = Decoder()
-        self.pending: list[tuple[dict[str, Any], bytes | None]] = []
+        self.pending: list[tuple[Any, bytes | None, int]] = []
 
     def send(self, message: dict[str, Any], blob: bytes | None = None) -> None:
         self.sock.sendall(encode(message, blob))
@@ -81,12 +87,15 @@ class ChildEnd:
         return self.sock.fileno()
 
 
-def read_available(sock: socket.socket, decoder: Decoder) -> tuple[list, bool]:
-    """Parent side: read what is there without blocking; (messages, closed)."""
-    messages, closed = [], False
-    while True:
+def read_available(sock: socket.socket, decoder: Decoder,
+                   limit: int = READ_LIMIT) -> tuple[list, bool]:
+    """Parent side: read what is there without blocking, at most about
+    ``limit`` bytes (a session that floods its channel gets its turn, not the
+    whole loop); (messages, closed)."""
+    messages, closed, read = [], False, 0
+    while read < limit:
         try:
-            data = sock.recv(1 << 20)
+            data = sock.recv(min(1 << 20, limit - read))
         except (BlockingIOError, InterruptedError):
             break
         except OSError:
@@ -95,6 +104,7 @@ def read_available(sock: socket.socket, decoder: Decoder) -> tuple[list, bool]:
         if not data:
             closed = True
             break
+        read += len(data)
         messages += decoder.feed(data)
     return messages, closed
 

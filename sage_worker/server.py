@@ -39,6 +39,7 @@ from sage_worker import channel, curve, protocol, sandbox
 from sage_worker.executor import Executor
 from sage_worker.isolation import IsolationError, Sandbox
 from sage_worker.limits import Limits
+from sage_worker.once import OncePerKind
 from sage_worker.protocol import ProtocolError
 from sage_worker.session import Execution, Session, State
 from sage_worker.system import System
@@ -56,9 +57,12 @@ PARKED_LIMIT = 1000  # replies held for a client that does not read (beyond: dro
 # Forking sessions takes milliseconds each: a burst of starts is served a few
 # per turn of the loop, so pings (and everything else) are answered meanwhile.
 STARTS_PER_TURN = 4
-# The session's own cap on its text output comes first; the parent's, a little
-# above it, holds whatever a tampered session does.
+# The session's own cap on its text output comes first. The parent counts every
+# byte a session writes into its channel, valid or not, and cuts at twice the
+# cap (JSON escapes may double honest text): a tampered session gains nothing.
 OUTPUT_SLACK = 64 << 10
+STRAY_LIMIT = 64 << 10  # bytes a session may send while nothing runs before it is ended
+RESTART_EVERY = 1.0  # seconds between two restarts of one session
 ENGINE_ENV = {"MPLBACKEND": "Agg"}
 HEX = set("0123456789abcdef")  # session ids are uuid4().hex
 # What the worker keeps once sessions can start (all of them root's):
@@ -114,7 +118,8 @@ class Worker:
         # the idle ones, often hundreds, once a second).
         self.running: set[Session] = set()
         self.next_idle_check = 0.0
-        self.refused_peers: set[bytes] = set()
+        self.problem = OncePerKind(say)  # what hostile input causes, logged once per kind
+        self.forks_left = STARTS_PER_TURN  # session forks still allowed in this turn
         self.refill_due = True
         self.watch_changed = True  # sessions or held-back clients changed: re-poll
         self.stopping = False
@@ -215,6 +220,7 @@ class Worker:
               wake_read: int) -> None:
         """One turn of the loop. An unexpected error costs what it was handling,
         never the worker: it is logged and the loop goes on."""
+        self.forks_left = STARTS_PER_TURN
         try:
             for session in reported:
                 self._read_report(session)
@@ -236,8 +242,10 @@ class Worker:
                 self._read_requests()
             self._serve_starts()
             self._timers()
-        except Exception:
-            self.say(f"internal error (the worker goes on): {traceback.format_exc()}")
+        except Exception as exc:
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            self.problem(f"{type(exc).__name__}@{where.filename}:{where.lineno}",
+                         f"internal error (the worker goes on): {traceback.format_exc()}")
 
     def _on_stop(self, _signum, _frame) -> None:
         self.stopping = True
@@ -273,9 +281,9 @@ class Worker:
 
     def _answer_zap(self) -> None:
         refused = curve.answer(self.zap, self.settings.clients)
-        if refused is not None and refused not in self.refused_peers:
-            self.refused_peers.add(refused)  # logged once per key
-            self.say(f"refused a client with an unknown CURVE key ({refused.decode()})")
+        if refused is not None:
+            self.problem(f"refused {refused.decode(errors='replace')}",
+                         f"refused a client with an unknown CURVE key ({refused.decode()})")
 
     def _read_requests(self) -> None:
         for _ in range(1000):  # bounded, so children and timers get their turn
@@ -291,7 +299,8 @@ class Worker:
             except ProtocolError as err:
                 self._send(identity, protocol.error(err))
             except Exception as exc:  # never die because of one request
-                self.say(f"internal error: {traceback.format_exc()}")
+                self.problem(f"request {type(exc).__name__}",
+                             f"internal error: {traceback.format_exc()}")
                 self._send(identity, protocol.error(ProtocolError(
                     "internal", f"internal error: {type(exc).__name__}: {exc}")))
 
@@ -327,7 +336,7 @@ class Worker:
             self._send(identity, protocol.reply("ended", re, session=session.id))
 
     def _serve_starts(self) -> None:
-        for _ in range(min(STARTS_PER_TURN, len(self.starts))):
+        while self.starts and self.forks_left > 0:
             identity, request = self.starts.popleft()
             try:
                 session = self._start(identity, request["id"])
@@ -436,6 +445,7 @@ class Worker:
         else:
             home = workdir = box.sessions_dir / session_id
             workdir.mkdir(mode=0o700)
+        self.forks_left -= 1
         parent_end, child_end = channel.pair()
         try:
             spawned = sandbox.spawn(self.system, box, uid, home, child_end, self.lifeline,
@@ -538,9 +548,19 @@ class Worker:
         session.current.kill_at = time.monotonic() + self.settings.limits.interrupt_grace
 
     def _restart(self, old: Session, identity: bytes, re: str) -> Session:
+        """A fresh process for the same session, if that takes no more forking
+        than this turn of the loop allows (restarts cost what starts cost)."""
+        if time.monotonic() - old.restarted_at < RESTART_EVERY:
+            raise ProtocolError("busy", "this session was restarted less than a second "
+                                "ago; wait a moment", re)
+        if self.forks_left <= 0 and not self.spares:
+            raise ProtocolError("busy", "the worker is starting many sessions right now; "
+                                "try again in a moment", re)
         self._kill(old, "restarted")
         self._finish_dead(old, notify=False)
-        return self._start(identity, re, session_id=old.id, seq=old.seq)
+        fresh = self._start(identity, re, session_id=old.id, seq=old.seq)
+        fresh.restarted_at = time.monotonic()
+        return fresh
 
     def _kill(self, session: Session, reason: str) -> None:
         """End a session now. Its pid is our own child (with isolation full, the
@@ -557,54 +577,74 @@ class Worker:
 
     # ------------------------------------------------------------ children
 
-    def _read_child(self, session: Session) -> None:
+    def _read_child(self, session: Session, limit: int = channel.READ_LIMIT) -> None:
         try:
-            messages, _closed = channel.read_available(session.sock, session.decoder)
+            messages, _closed = channel.read_available(session.sock, session.decoder, limit)
         except (ValueError, RecursionError) as exc:
-            self.say(f"session {session.id}: bad channel data ({str(exc)[:200]}); killing it")
+            self.problem("bad channel data", f"session {session.id}: bad channel data "
+                         f"({str(exc)[:200]}); ending it")
             self._kill(session, "killed")
             return
-        for message, blob in messages:
-            self._forward(session, message, blob)
+        for message, blob, size in messages:
+            self._forward(session, message, blob, size)
 
-    def _forward(self, session: Session, message, blob: bytes | None) -> None:
-        """One message a session sent: checked and counted before it goes on."""
+    def _forward(self, session: Session, message, blob: bytes | None, size: int) -> None:
+        """One message a session sent: counted, whatever it is, then checked
+        before it goes on."""
         execution = session.current
+        if execution is None:  # a well-behaved session sends nothing now
+            session.stray += size
+            if session.stray > STRAY_LIMIT and session.state is not State.DEAD:
+                self.problem("stray output", f"session {session.id} wrote {session.stray} "
+                             "bytes while nothing ran; ending it")
+                self._kill(session, "killed")
+            return
+        if not execution.cut and execution.output + size > self._output_cap():
+            self._cut(session, execution, message, size)
+            return
+        execution.output += size
         kind = message.get("kind") if isinstance(message, dict) else None
-        if execution is None or kind not in OUTPUT_FIELDS:
-            return  # nothing runs: a well-behaved session sends nothing now
+        if not isinstance(kind, str) or kind not in OUTPUT_FIELDS:
+            self._malformed(session, execution, "a message of no known kind")
+            return
         fields = {k: message.get(k) for k in OUTPUT_FIELDS[kind]}
         if "interact" in message:
             fields["interact"] = message["interact"]
         try:
             protocol.check_output(kind, fields, blob)
         except ProtocolError as err:
-            if not execution.malformed:
-                execution.malformed = True
-                self.say(f"session {session.id}: dropped a malformed message ({err.message})")
+            self._malformed(session, execution, err.message)
             return
         if kind == "done":
             self._finish_execution(session, fields["status"])
         elif not execution.cut:
-            self._count_and_emit(session, execution, kind, fields, blob)
+            self._emit(session, kind, fields, blob)
 
-    def _count_and_emit(self, session: Session, execution: Execution, kind: str,
-                        fields: dict, blob: bytes | None) -> None:
-        cap = self.settings.limits.output_bytes + OUTPUT_SLACK
-        size = len(blob or b"") + sum(len(v) if isinstance(v, str) else 64
-                                      for v in fields.values())
-        if execution.output + size > cap:
-            if kind == "stream":  # what still fits, then nothing more
-                room = max(cap - execution.output, 0)
-                fields["text"] = fields["text"].encode()[:room].decode(errors="ignore")
-                self._emit(session, kind, fields, None)
-            execution.cut = True
-            self._emit(session, "notice", {"text": f"Output limit of {cap} bytes reached: "
-                                           "the rest was dropped and the execution stopped."})
-            self._interrupt(session)
-            return
+    def _output_cap(self) -> int:
+        return 2 * self.settings.limits.output_bytes + OUTPUT_SLACK
+
+    def _cut(self, session: Session, execution: Execution, message, size: int) -> None:
+        """The execution reached the cap: what of a stream still fits, a notice,
+        then nothing more; the code is interrupted (and killed if it goes on)."""
+        room = self._output_cap() - execution.output
         execution.output += size
-        self._emit(session, kind, fields, blob)
+        execution.cut = True
+        stream = message if isinstance(message, dict) else {}
+        text = stream.get("text")
+        if stream.get("kind") == "stream" and isinstance(text, str) and \
+                stream.get("name") in ("stdout", "stderr") and room > 0:
+            self._emit(session, "stream", {"name": message["name"], "text": text.encode(
+                "utf-8", "replace")[:room].decode("utf-8", "ignore")})
+        cap = self.settings.limits.output_bytes
+        self._emit(session, "notice", {"text": f"Output limit of {cap} bytes reached: the "
+                                       "rest was dropped and the execution stopped."})
+        self._interrupt(session)
+
+    def _malformed(self, session: Session, execution: Execution, what: str) -> None:
+        if not execution.malformed:
+            execution.malformed = True
+            self.problem(f"malformed: {what[:60]}",
+                         f"session {session.id}: dropped a malformed message ({what})")
 
     def _emit(self, session: Session, kind: str, fields: dict, blob: bytes | None = None) -> None:
         execution = session.current
@@ -641,10 +681,7 @@ class Worker:
     def _finish_dead(self, session: Session, notify: bool) -> None:
         """The child is gone: deliver what it sent, close its execution, clean up."""
         if session.owner not in self.parked:
-            with contextlib.suppress(ValueError, RecursionError):
-                messages, _ = channel.read_available(session.sock, session.decoder)
-                for message, blob in messages:
-                    self._forward(session, message, blob)
+            self._read_child(session, limit=4 << 20)  # what it sent before it died
         if session.state is not State.DEAD:
             session.set_state(State.DEAD)
         if session.report is not None:  # it died while being set up

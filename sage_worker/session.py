@@ -57,6 +57,8 @@ class Session:
     decoder: Decoder = field(default_factory=Decoder)
     end_reason: str | None = None  # why we killed it, if we did
     exit_status: int | None = None  # from waitpid, once reaped
+    restarted_at: float = float("-inf")  # when it was last restarted
+    stray: int = 0  # bytes it sent while nothing ran (a well-behaved one sends none)
     report: int | None = None  # its setup report's pipe, until it said ready (or failed)
     report_data: bytes = b""
     failure: str | None = None  # why it could not be confined

@@ -22,6 +22,7 @@ from pathlib import Path
 from tests.helpers import started_appliance
 
 CANARY_ADDRESS = "127.0.0.2"
+REPORT: list[str] = []  # a line per watched attack, shown at the end of a test run
 ATTACKER_ADDRESS = "127.0.0.3"
 
 
@@ -128,7 +129,7 @@ class Canary:
         self.stopping.set()
         if self.thread is not None:
             self.thread.join(timeout=60)
-        print(self.figures.line())
+        REPORT.append(self.figures.line())
         return self.figures
 
     def recovered(self, in_a_row: int = 3, timeout: float = 90) -> bool:

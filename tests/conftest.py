@@ -117,3 +117,13 @@ def worker_factory(make_folder):
         for pid in leftovers:
             os.kill(pid, signal.SIGKILL)
         assert leftovers == [], "session processes outlived their worker"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The canary's figures during each attack of tests/test_hostile.py."""
+    from tests import chaos
+
+    if chaos.REPORT:
+        terminalreporter.section("the canary (1+1 through the API) during each attack")
+        for line in chaos.REPORT:
+            terminalreporter.write_line(line)

@@ -177,7 +177,7 @@ def test_reload_gets_the_cells_and_all_output(browser):
     again = browser("browser=reloads")
     attached = again.open(session, last_seq=0)
     assert attached["cells"] == [{"cell": "a", "code": "print('hello')\n6*7",
-                                  "execution": "a~1", "state": "done", "status": "ok"}]
+                                  "execution": "e1", "state": "done", "status": "ok"}]
     replay = again.until_done("a")
     assert [m["type"] for m in replay] == ["queued", "stream", "result", "done"]
 

@@ -26,9 +26,10 @@ import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
 
+from sage_worker.once import OncePerKind
 from web import blobs, frames, wire
 from web.db import DatabaseUnavailable
-from web.workers import OncePerKind, WorkerClient, WorkerLink, WorkerPool, WorkerUnavailable
+from web.workers import WorkerClient, WorkerLink, WorkerPool, WorkerUnavailable
 
 LOG_MESSAGES = 20000
 LOG_BYTES = 16 << 20  # a whole execution at the worker's default output cap fits
@@ -36,6 +37,7 @@ WAIT_FOR_WORKER = 15.0  # seconds a new session waits for a live worker with roo
 DIRECT_LIMIT = 64  # replies (attached, pong, errors) waiting for one websocket
 BATCH_BYTES = 256 << 10  # what one write to a websocket carries at most
 LEAVE_GRACE = 15.0  # seconds a session whose tab was closed waits for a reload
+RESTART_EVERY = 1.0  # seconds between two restarts of one session
 
 
 class NoWorker(Exception):
@@ -142,6 +144,7 @@ class Session:
         self.listeners: set[Connection] = set()
         self.detached_at: float | None = time.monotonic()
         self.left = False  # its page said it was closing
+        self.restart_after = 0.0
         self.starting = Semaphore()
 
     # -- messages to browsers
@@ -189,7 +192,7 @@ class Session:
     # -- requests from browsers
 
     def execute(self, cell: str, code: str) -> None:
-        execution = f"{cell}~{next(self.counter)}"
+        execution = self._next_execution()
         self.cells[cell] = {"code": code, "execution": execution, "state": "queued"}
         self.executions[execution] = cell
         self.publish({"type": "queued", "cell": cell, "execution": execution})
@@ -197,14 +200,14 @@ class Session:
             self._ensure_worker_session()
             # Only an error answers an execute (output arrives as session
             # messages); its request id leads such an error back here.
-            self.link.send("execute", f"exec|{self.id}|{execution}",
+            self.link.send("execute", f"{self.id}|{execution}",
                            session=self.worker_session, execution=execution, code=code)
         except (NoWorker, WorkerUnavailable) as exc:
             self._finish(execution, "killed", str(exc))
 
     def interact(self, cell: str, interact_id: str, values: dict) -> None:
         """Re-run an interact's function with new control values."""
-        execution = f"{cell}~{next(self.counter)}"
+        execution = self._next_execution()
         self.executions[execution] = cell
         self.interact_runs[execution] = interact_id
         self.publish({"type": "interact_run", "cell": cell, "interact": interact_id,
@@ -214,11 +217,16 @@ class Session:
                          "This interact's session has ended; run its cell again.")
             return
         try:
-            self.link.send("interact", f"exec|{self.id}|{execution}",
+            self.link.send("interact", f"{self.id}|{execution}",
                            session=self.worker_session, execution=execution,
                            interact=interact_id, values=values)
         except WorkerUnavailable as exc:
             self._finish(execution, "killed", str(exc))
+
+    def _next_execution(self) -> str:
+        """A short id (the worker takes ids of at most 64 characters, and the
+        request that carries it adds the session's): the cell is mapped here."""
+        return f"e{next(self.counter)}"
 
     def execute_refused(self, execution: str, message: dict) -> None:
         if message.get("code") == "no_such_session":
@@ -237,7 +245,9 @@ class Session:
             self._quietly("interrupt", session=self.worker_session)
 
     def restart(self) -> None:
-        if self.worker_session and self.link:
+        now = time.monotonic()
+        if self.worker_session and self.link and now >= self.restart_after:
+            self.restart_after = now + RESTART_EVERY  # a burst of them is one restart
             self._quietly("restart", session=self.worker_session)
             self.publish({"type": "session_status", "state": "restarted",
                           "reason": "restarted on request: variables are cleared"})
@@ -402,8 +412,7 @@ class SessionManager:
     def on_worker_message(self, link: WorkerLink, message: dict, blob: bytes | None) -> None:
         if message["type"] == "error" and "session" not in message:
             # A refused request (execution errors carry their session).
-            _, _, rest = str(message.get("re") or "").partition("exec|")
-            session_id, _, execution = rest.partition("|")
+            session_id, _, execution = str(message.get("re") or "").partition("|")
             if session_id in self.sessions:
                 self.sessions[session_id].execute_refused(execution, message)
             return

@@ -32,6 +32,7 @@ import zmq.green as zmq
 from gevent.event import AsyncResult
 
 from sage_worker import curve, protocol
+from sage_worker.once import OncePerKind
 
 PING_EVERY = 1.0
 # A worker that has not answered a ping for this long is given up; a loaded
@@ -44,23 +45,6 @@ _ids = itertools.count(1)
 
 class WorkerUnavailable(Exception):
     """A worker does not take requests now (gone, stopped, or not reading)."""
-
-
-class OncePerKind:
-    """Log a recurring problem once, then count it: a hostile session must not
-    be able to fill the log (or slow the reader down with it)."""
-
-    def __init__(self, say: Callable[[str], None]):
-        self.say = say
-        self.seen: dict[str, int] = {}
-
-    def __call__(self, kind: str, message: str) -> None:
-        count = self.seen.get(kind, 0) + 1
-        self.seen[kind] = count
-        if count == 1:
-            self.say(f"{message} (logged once; later ones are counted)")
-        elif count in (10, 100, 1000, 10000):
-            self.say(f"{kind}: {count} times so far")
 
 
 class WorkerLink:
