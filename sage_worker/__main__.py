@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{args.name}: cannot listen on {args.endpoint} ({exc}); pick a free port")
     try:
         worker.prepare_sessions_dir()
+        worker.use_cgroups()
         worker.keep_only_needed_capabilities()
         worker.preflight()
     except (IsolationError, OSError) as exc:
@@ -134,12 +135,13 @@ def main(argv: list[str] | None = None) -> None:
     # parent's memory after fork.
     gc.collect()
     gc.freeze()
-    isolation = settings.sandbox.describe()
+    isolation = worker.status()["isolation"]
     log(f"{args.name}: engine={engine.name} ({engine.versions()}) preload={preload:.2f}s "
         f"warm={warm:.2f}s endpoint={args.endpoint} (CURVE, {len(settings.clients)} allowed "
         f"client keys) pid={os.getpid()}; isolation {isolation['mode']}: uid "
         f"{isolation['uid']}, namespaces {'/'.join(isolation['namespaces']) or 'none'}, "
-        f"network {isolation['network']}, disk quota {isolation['disk_quota']}; "
+        f"network {isolation['network']}, disk quota {isolation['disk_quota']}, "
+        f"accounting {isolation['accounting']}; "
         f"limits: {limits.describe()}")
     worker.serve()
     log(f"{args.name}: stopped")

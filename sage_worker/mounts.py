@@ -34,6 +34,13 @@ MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+KEPT_OPTIONS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
+                "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME,
+                "strictatime": MS_STRICTATIME}
 # Skeletons hold only the folders leading to exposures.
 SKELETON_OPTIONS = "size=64k,nr_inodes=4096,mode=0755"
 ALWAYS_HIDDEN = (Path("/root"), Path("/home"))
@@ -115,6 +122,31 @@ def apply(system, view: View) -> None:
     finally:
         for fd in fds.values():
             os.close(fd)
+
+
+def mount_points(mountinfo: str) -> list[tuple[str, int]]:
+    """(mount point, the flags to keep when remounting it) of each mount, parents
+    first, from the text of /proc/self/mountinfo."""
+    found = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        point = fields[4].encode().decode("unicode_escape")  # \040 and the like
+        flags = 0
+        for option in fields[5].split(","):
+            flags |= KEPT_OPTIONS.get(option, 0)
+        found.append((point, flags))
+    return sorted(found, key=lambda item: len(Path(item[0]).parts))
+
+
+def read_only_everything(system) -> None:
+    """Make every mount of the caller's mount namespace read-only: nothing on
+    the host is writable from here, whatever its permissions (a world-writable
+    folder nobody thought of included). What a session may write is mounted
+    afterwards, writable, and is its own."""
+    with open("/proc/self/mountinfo") as f:
+        points = mount_points(f.read())
+    for point, flags in points:
+        system.mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags, None)
 
 
 def install_paths() -> list[Path]:

@@ -28,7 +28,6 @@ OUTPUT_TYPES = ("stream", "result", "image", "error", "notice", "done", "interac
 # What an output may be shown as; anything else is refused where it enters.
 IMAGE_MIMES = ("image/png", "image/svg+xml")
 RESULT_MIMES = ("text/plain", "text/latex", "text/html")
-CONTROL_TYPES = ("slider", "input_box", "checkbox", "selector", "color")
 MAX_CONTROLS = 100
 SHA1_HEX = 40
 
@@ -76,8 +75,8 @@ def parse_request(frames: list[bytes]) -> dict[str, Any]:
         raise ProtocolError("bad_field", f"'id' must be a string of 1 to {MAX_ID_LENGTH} "
                             "characters")
     kind = request.get("type")
-    if kind not in REQUESTS:
-        raise ProtocolError("unknown_type", f"unknown request type {kind!r}; known: "
+    if not isinstance(kind, str) or kind not in REQUESTS:
+        raise ProtocolError("unknown_type", f"unknown request type {str(kind)[:40]!r}; known: "
                             + ", ".join(REQUESTS), re)
     for field, expected in REQUESTS[kind].items():
         value = request.get(field)
@@ -101,9 +100,26 @@ def _is_text_map(value: Any, keys: tuple[str, ...]) -> bool:
         k in keys and isinstance(v, str) for k, v in value.items())
 
 
+def _is_texts(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
 def _is_control(value: Any) -> bool:
-    return (isinstance(value, dict) and value.get("type") in CONTROL_TYPES
-            and all(isinstance(value.get(k), str) for k in ("name", "label")))
+    """A control as the page draws it: every field it reads, of its type."""
+    if not (isinstance(value, dict) and isinstance(value.get("type"), str)
+            and all(isinstance(value.get(k), str) for k in ("name", "label"))):
+        return False
+    kind, current = value["type"], value.get("value")
+    if kind == "slider":
+        bounds = [value.get(k) for k in ("min", "max", "step")]
+        return (all(type(b) is int for b in bounds) and type(current) is int
+                and _is_texts(value.get("labels"))
+                and len(value["labels"]) == bounds[1] - bounds[0] + 1)
+    if kind == "selector":
+        return type(current) is int and _is_texts(value.get("choices"))
+    if kind == "checkbox":
+        return isinstance(current, bool)
+    return kind in ("input_box", "color") and isinstance(current, str)
 
 
 def check_output(kind: str, fields: dict[str, Any], blob: bytes | None) -> None:

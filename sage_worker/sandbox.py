@@ -32,7 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sage_worker import mounts
+from sage_worker import mounts, seccomp
+from sage_worker.cgroups import Group
 from sage_worker.isolation import Sandbox, check_readable, close_inherited_fds, harden
 from sage_worker.system import (
     CLONE_NEWIPC,
@@ -44,7 +45,12 @@ from sage_worker.system import (
 )
 
 REPORT_TIMEOUT = 20.0
-PRIVATE_DIRS = {"tmp": Path("/tmp"), "var-tmp": Path("/var/tmp"), "shm": Path("/dev/shm")}
+# The session's own writable places, on its tmpfs; /run too, which holds the
+# host's sockets (a network namespace does not keep a unix socket out of
+# reach) and its shared lock folder: the session gets an empty one.
+PRIVATE_DIRS = {"tmp": Path("/tmp"), "var-tmp": Path("/var/tmp"), "shm": Path("/dev/shm"),
+                "run": Path("/run")}
+MQUEUE = Path("/dev/mqueue")
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,7 @@ class Spawned:
 def spawn(system: System, sandbox: Sandbox, uid: int | None, home: Path,
           child_end: socket.socket, lifeline: tuple[int, int], own_pid_ns: int | None,
           run: Callable[[socket.socket], None], env: dict[str, str],
-          check_install: bool = False) -> Spawned:
+          check_install: bool = False, group: Group | None = None) -> Spawned:
     """Fork one session and return at once; its report says when it is confined."""
     report_r, report_w = os.pipe()
     worker_pid = os.getpid()
@@ -72,9 +78,14 @@ def spawn(system: System, sandbox: Sandbox, uid: int | None, home: Path,
     else:
         pid = system.fork()
     if pid == 0:
-        step = _init if sandbox.full else _session
-        _exit_after(report_w, lambda: step(system, sandbox, uid, home, child_end, report_w,
-                                           lifeline, run, env, worker_pid, check_install))
+        def first_step() -> int | None:
+            if group is not None:
+                group.enter()  # before anything is forked: every process of the session
+            step = _init if sandbox.full else _session
+            return step(system, sandbox, uid, home, child_end, report_w, lifeline, run, env,
+                        worker_pid, check_install)
+
+        _exit_after(report_w, first_step)
     os.close(report_w)
     return Spawned(pid, report_r)
 
@@ -142,10 +153,12 @@ def _init(system: System, sandbox: Sandbox, uid: int, home: Path, child_end: soc
 
 
 def build_filesystem(system: System, sandbox: Sandbox, uid: int, home: Path) -> None:
-    """The session's own files on one size- and inode-limited tmpfs (its home,
-    /tmp, /var/tmp, /dev/shm), the install readable, /root and /home hidden,
-    and a /proc of its own pid namespace."""
+    """The host read-only; the session's own files on one size- and
+    inode-limited tmpfs (its home, /tmp, /var/tmp, /dev/shm, /run); the
+    install readable, /root and /home hidden; a /proc of its own pid namespace
+    and POSIX message queues of its own IPC namespace."""
     system.mount(None, "/", None, mounts.MS_REC | mounts.MS_PRIVATE, None)  # nothing leaks out
+    mounts.read_only_everything(system)
     limits = sandbox.limits
     system.mount("tmpfs", str(home), "tmpfs", mounts.MS_NOSUID | mounts.MS_NODEV,
                  f"size={limits.disk_mb}m,nr_inodes={limits.disk_files},mode=0755")
@@ -153,14 +166,18 @@ def build_filesystem(system: System, sandbox: Sandbox, uid: int, home: Path) -> 
     os.chown(home / "home", uid, uid)
     for name in PRIVATE_DIRS:
         (home / name).mkdir()
-        os.chmod(home / name, 0o1777)
+        os.chmod(home / name, 0o755 if name == "run" else 0o1777)
+    (home / "run" / "lock").mkdir()
+    os.chmod(home / "run" / "lock", 0o1777)
     view = mounts.plan(
         needed={**{path: path for path in sandbox.install}, home: home / "home"},
         overlays={target: home / name for name, target in PRIVATE_DIRS.items()
                   if target.is_dir()})
     mounts.apply(system, view)
-    system.mount("proc", "/proc", "proc",
-                 mounts.MS_NOSUID | mounts.MS_NODEV | mounts.MS_NOEXEC, None)
+    quiet = mounts.MS_NOSUID | mounts.MS_NODEV | mounts.MS_NOEXEC
+    if MQUEUE.is_dir():
+        system.mount("mqueue", str(MQUEUE), "mqueue", quiet, None)
+    system.mount("proc", "/proc", "proc", quiet, None)
 
 
 def _session(system: System, sandbox: Sandbox, uid: int | None, home: Path,
@@ -176,6 +193,8 @@ def _session(system: System, sandbox: Sandbox, uid: int | None, home: Path,
             return
     system.setsid()  # its own process group: an interrupt reaches its children too
     harden(system, sandbox.limits, uid, home, {child_end.fileno(), report_w}, env)
+    if sandbox.full:
+        seccomp.install()  # after NO_NEW_PRIVS (harden): no namespaces, mounts, BPF, ...
     unreadable = check_readable(list(sandbox.install)) if check_install else []
     if unreadable:
         raise PermissionError(f"session uids cannot read {', '.join(unreadable)}")

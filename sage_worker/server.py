@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import zmq
 
 from sage_worker import channel, curve, protocol, sandbox
+from sage_worker.cgroups import Cgroups, Group
 from sage_worker.executor import Executor
 from sage_worker.isolation import IsolationError, Sandbox
 from sage_worker.limits import Limits
@@ -118,6 +119,8 @@ class Worker:
         # the idle ones, often hundreds, once a second).
         self.running: set[Session] = set()
         self.next_idle_check = 0.0
+        self.cgroups: Cgroups | None = None  # per-session accounting, where the host has it
+        self.groups_to_remove: list[Group] = []
         self.problem = OncePerKind(say)  # what hostile input causes, logged once per kind
         self.forks_left = STARTS_PER_TURN  # session forks still allowed in this turn
         self.refill_due = True
@@ -151,6 +154,10 @@ class Worker:
         self.lifeline = os.pipe()
         if self.settings.sandbox.full:  # to come back to after forking each session's init
             self.own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+
+    def use_cgroups(self) -> None:
+        """Per-session cgroups, where the host offers them (see cgroups.py)."""
+        self.cgroups = Cgroups.detect(self.settings.name)
 
     def keep_only_needed_capabilities(self) -> None:
         if os.geteuid() == 0:
@@ -260,6 +267,10 @@ class Worker:
         self.router.close(linger=0)
         self.zap.close(linger=0)
         self.context.term()
+        for group in self.groups_to_remove:
+            group.remove()
+        if self.cgroups is not None:
+            self.cgroups.remove()
         if not self.settings.sandbox.full:
             with contextlib.suppress(OSError):
                 self.settings.sandbox.sessions_dir.rmdir()  # only if every session folder is gone
@@ -361,7 +372,9 @@ class Worker:
                 "sessions": len(self.sessions), "busy": busy, "spares": len(self.spares),
                 "load": round(len(self.sessions) / limits.max_sessions, 3),
                 "limits": dataclasses.asdict(limits),
-                "isolation": self.settings.sandbox.describe()}
+                "isolation": {**self.settings.sandbox.describe(),
+                              "accounting": self.cgroups.describe() if self.cgroups
+                              else "per-process rlimits (no cgroups on this host)"}}
 
     def _send(self, identity: bytes, frames: list[bytes]) -> None:
         parked = self.parked.get(identity)
@@ -446,20 +459,26 @@ class Worker:
             home = workdir = box.sessions_dir / session_id
             workdir.mkdir(mode=0o700)
         self.forks_left -= 1
+        group = None
         parent_end, child_end = channel.pair()
         try:
+            if self.cgroups is not None:
+                group = self.cgroups.create(session_id, self._memory_mb() << 20,
+                                            box.limits.processes)
             spawned = sandbox.spawn(self.system, box, uid, home, child_end, self.lifeline,
                                     self.own_pid_ns, run or self._run_session, ENGINE_ENV,
-                                    check_install)
+                                    check_install, group)
         except BaseException:
             parent_end.close()
             if workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
+            if group is not None:
+                self.groups_to_remove.append(group)
             raise
         finally:
             child_end.close()
         session = Session(session_id, spawned.pid, parent_end, b"", uid, workdir,
-                          time.monotonic(), report=spawned.report)
+                          time.monotonic(), report=spawned.report, group=group)
         self.by_pid[spawned.pid] = session
         self.reports[spawned.report] = session
         self.watch_changed = True
@@ -692,23 +711,16 @@ class Worker:
             if result != "ready":
                 session.failure = session.failure or result.removeprefix("error ")
         killed_by = sandbox.signal_of(session.exit_status, self.settings.sandbox.full)
+        if session.group is not None:
+            if session.group.out_of_memory() and not session.limit_note:
+                session.limit_note = (f"Memory limit of {self._memory_mb()} MB (all of the "
+                                      "session's processes and files) reached: the session "
+                                      "was stopped.")
+            self.groups_to_remove.append(session.group)
         pending = ([session.current] if session.current else []) + list(session.queue)
         for execution in pending:
             session.current = execution
-            outcome = "killed"
-            if execution.timed_out:
-                outcome = "timeout"
-            elif killed_by == signal.SIGXCPU or execution.cut:
-                outcome = "limit"
-            text = {"limit": "A limit was reached: the session was stopped.",
-                    "timeout": "Time limit reached: the execution did not stop when "
-                               "interrupted and was killed.",
-                    }.get(outcome, "The session's process ended"
-                          + (f" (signal {killed_by})." if killed_by else "."))
-            if killed_by == signal.SIGXCPU:
-                text = "CPU time limit reached: the session was stopped."
-            if session.failure:
-                text = f"The session could not be started confined ({session.failure})."
+            outcome, text = self._why_it_ended(session, execution, killed_by)
             self._emit(session, "notice", {"text": text})
             self._finish_execution(session, outcome)
         session.queue.clear()
@@ -724,10 +736,56 @@ class Worker:
         if session.workdir is not None:
             shutil.rmtree(session.workdir, ignore_errors=True)
         if notify and session.owner:
-            reason = session.end_reason or ("limit" if killed_by == signal.SIGXCPU
-                                            else "crashed")
+            limited = killed_by == signal.SIGXCPU or session.limit_note
+            reason = session.end_reason or ("limit" if limited else "crashed")
             self._send(session.owner, protocol.event("session_ended", session.id,
                                                      session.next_seq(), reason=reason))
+
+    def _why_it_ended(self, session: Session, execution: Execution,
+                      killed_by: int | None) -> tuple[str, str]:
+        """(status, notice) of an execution whose session died under it."""
+        if session.failure:
+            return "killed", f"The session could not be started confined ({session.failure})."
+        if session.limit_note:
+            return "limit", session.limit_note
+        if killed_by == signal.SIGXCPU:
+            return "limit", "CPU time limit reached: the session was stopped."
+        if execution.timed_out:
+            return "timeout", ("Time limit reached: the execution did not stop when "
+                               "interrupted and was killed.")
+        if execution.cut:
+            return "limit", "A limit was reached: the session was stopped."
+        return "killed", "The session's process ended" + (
+            f" (signal {killed_by})." if killed_by else ".")
+
+    def _memory_mb(self) -> int:
+        limits = self.settings.limits
+        return limits.memory_mb + limits.disk_mb
+
+    def _check_groups(self, now: float) -> None:
+        """Once a second, from each session's cgroup: its CPU time in all
+        (cpu_seconds), and CPU used while nothing runs (a session that said it
+        was done and goes on computing escapes wall_time: not for long)."""
+        limits = self.settings.limits
+        for session in list(self.sessions.values()):
+            if session.group is None or session.state is State.DEAD:
+                continue
+            used = session.group.cpu_seconds()
+            if used > limits.cpu_seconds:
+                session.limit_note = (f"CPU time limit of {limits.cpu_seconds} s (all of the "
+                                      "session's processes) reached: the session was stopped.")
+                self._kill(session, "limit")
+            elif session.state is State.IDLE:
+                if session.idle_cpu is None:
+                    session.idle_cpu = used
+                elif used - session.idle_cpu > limits.wall_time:
+                    session.limit_note = ("The session went on computing after its cell "
+                                          f"ended, past the {limits.wall_time:g} s wall time: "
+                                          "it was stopped.")
+                    self._kill(session, "limit")
+            else:
+                session.idle_cpu = None
+        self.groups_to_remove = [g for g in self.groups_to_remove if not g.remove()]
 
     # ------------------------------------------------------------ timers
 
@@ -753,6 +811,8 @@ class Worker:
                 self._kill(session, "killed")
         if now >= self.next_idle_check:
             self.next_idle_check = now + 1.0
+            if self.cgroups is not None:
+                self._check_groups(now)
             idle_timeout = self.settings.limits.idle_timeout
             for session in list(self.sessions.values()):
                 if session.state is State.IDLE and not session.queue \

@@ -8,6 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sage_worker.cgroups import Group
 from sage_worker.channel import Decoder
 
 
@@ -62,6 +63,9 @@ class Session:
     report: int | None = None  # its setup report's pipe, until it said ready (or failed)
     report_data: bytes = b""
     failure: str | None = None  # why it could not be confined
+    group: Group | None = None  # its cgroup, where the host has them
+    limit_note: str | None = None  # which of its limits ended it, said to its user
+    idle_cpu: float | None = None  # its CPU time when it was last seen idle
 
     def set_state(self, new: State) -> None:
         if new not in ALLOWED[self.state]:

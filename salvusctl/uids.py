@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import pwd
+import time
 from pathlib import Path
 
 from salvusctl.config import Config
@@ -24,6 +25,7 @@ from salvusctl.errors import ConfigError
 REGISTRY = Path("/var/lib/salvus/uid-ranges.json")
 FIRST = 200_000  # above every ordinary user and system account
 BLOCK = 100_000  # init hands out blocks of this size (or of what the config needs)
+LOCK_WAIT = 30.0  # seconds to wait for another salvusctl's hold of the registry
 
 
 def needed(config: Config, base: int | None = None) -> range:
@@ -36,8 +38,21 @@ def needed(config: Config, base: int | None = None) -> range:
 @contextlib.contextmanager
 def _locked(registry: Path):
     registry.parent.mkdir(parents=True, exist_ok=True)
-    with open(registry.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # Root's alone (0600): no other user can open it, so none can hold the lock.
+    fd = os.open(registry.with_suffix(".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    with open(fd, "w") as lock:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ConfigError(f"another salvusctl has held {lock.name} for "
+                                      f"{LOCK_WAIT:.0f} s; wait for it to finish, or "
+                                      "stop it") from None
+                time.sleep(0.1)
         try:
             entries = json.loads(registry.read_text()) if registry.exists() else []
         except ValueError:
@@ -46,7 +61,7 @@ def _locked(registry: Path):
         yield live
         temporary = registry.with_suffix(".new")
         temporary.write_text(json.dumps(live, indent=1) + "\n")
-        os.chmod(temporary, 0o644)
+        os.chmod(temporary, 0o600)  # it names every appliance's data folder
         temporary.replace(registry)
 
 

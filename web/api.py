@@ -133,7 +133,7 @@ def parse(body: dict, limits: ApiLimits) -> tuple[str, str | None, float]:
         raise ApiError(400, "give the code to run as 'code' (JSON or form field)")
     if len(code) > limits.max_code:
         raise ApiError(413, f"code of {len(code)} characters; the limit is {limits.max_code}")
-    engine = body.get("engine") or None
+    engine = body.get("engine")
     if engine not in (None, "sage", "python"):
         raise ApiError(400, "'engine' must be 'sage' or 'python'")
     timeout = body.get("timeout", limits.max_timeout)
@@ -154,7 +154,7 @@ def execute(manager, code: str, engine: str | None, timeout: float,
     try:
         link, session = manager.start_worker_session(collector, engine, wait=0)
     except NoWorker:
-        what = f"a {engine} worker" if engine else "a compute worker"
+        what = f"{engine} worker" if engine else "compute worker"
         raise ApiError(503, f"no {what} can take a session right now; try again later",
                        5) from None
     try:

@@ -15,7 +15,7 @@ import psycopg2
 from sage_worker.protocol import IMAGE_MIMES
 from web.db import Database
 
-SHA1 = re.compile(r"^[0-9a-f]{40}$")
+SHA1 = re.compile(r"[0-9a-f]{40}\Z")  # \Z: "$" would let a final newline through
 SAFE_FALLBACK = "application/octet-stream"
 
 

@@ -51,7 +51,11 @@ def normalize(body) -> dict:
     content = {"engine": engine, "cells": [
         {"code": c["code"], **({"interacts": c["interacts"]} if c.get("interacts") else {})}
         for c in cells]}
-    size = len(json.dumps(content))
+    try:
+        size = len(json.dumps(content, allow_nan=False))  # JSON has no NaN: PostgreSQL neither
+    except ValueError:
+        raise ShareError(400, "interact values must be finite numbers, text or "
+                         "true/false") from None
     if size > MAX_CONTENT:
         raise ShareError(413, f"the worksheet is {size} bytes; a link holds at most "
                          f"{MAX_CONTENT}")

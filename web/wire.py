@@ -49,8 +49,8 @@ def parse(frame: str | bytes) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise WireError("malformed", "a message must be a JSON object")
     kind = message.get("type")
-    if kind not in REQUESTS:
-        raise WireError("unknown_type", f"unknown message type {kind!r}; known: "
+    if not isinstance(kind, str) or kind not in REQUESTS:
+        raise WireError("unknown_type", f"unknown message type {str(kind)[:40]!r}; known: "
                         + ", ".join(REQUESTS))
     for field, (expected, required) in REQUESTS[kind].items():
         if field not in message:
