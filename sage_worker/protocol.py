@@ -166,8 +166,19 @@ def check_output(kind: str, fields: dict[str, Any], blob: bytes | None) -> None:
         raise _bad(str(kind)[:40], "unknown output type")
 
 
+def _json(message: dict[str, Any]) -> bytes:
+    # UTF-8 rather than \u escapes: an emoji costs 4 bytes, not 12, so what
+    # the cap counts is what travels. A lone surrogate (user code can make one)
+    # has no UTF-8 form; only then are escapes used.
+    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(message, separators=(",", ":")).encode()
+
+
 def _frames(message: dict[str, Any], blob: bytes | None = None) -> list[bytes]:
-    frames = [TAG, json.dumps(message, separators=(",", ":")).encode()]
+    frames = [TAG, _json(message)]
     if blob is not None:
         frames.append(blob)
     return frames
@@ -234,4 +245,4 @@ def _is_id(value: Any) -> bool:
 
 def request(kind: str, request_id: str, **fields: Any) -> list[bytes]:
     """Client side: build a request."""
-    return [TAG, json.dumps({"type": kind, "id": request_id, **fields}).encode()]
+    return [TAG, _json({"type": kind, "id": request_id, **fields})]

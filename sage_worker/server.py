@@ -370,7 +370,7 @@ class Worker:
         busy = sum(s.state is not State.IDLE for s in self.sessions.values())
         return {"name": self.settings.name, "engine": self.engine.name, "pid": os.getpid(),
                 "sessions": len(self.sessions), "busy": busy, "spares": len(self.spares),
-                "load": round(len(self.sessions) / limits.max_sessions, 3),
+                "load": round(len(self.sessions) / self._capacity(), 3),
                 "limits": dataclasses.asdict(limits),
                 "isolation": {**self.settings.sandbox.describe(),
                               "accounting": self.cgroups.describe() if self.cgroups
@@ -411,6 +411,14 @@ class Worker:
 
     # ------------------------------------------------------------ sessions
 
+    def _capacity(self) -> int:
+        """Sessions this worker can hold: its limit, or its uids if fewer (each
+        session has a uid of its own), so its load says when it is full."""
+        uids = self.settings.uid_range
+        if self.settings.sandbox.full and uids is not None:
+            return max(min(self.settings.limits.max_sessions, len(uids)), 1)
+        return self.settings.limits.max_sessions
+
     def _free_uid(self) -> int | None:
         if self.settings.uid_range is None:
             return None
@@ -424,11 +432,10 @@ class Worker:
     def _start(self, identity: bytes, re: str, session_id: str | None = None,
                seq: int = 0) -> Session:
         """Hand out a spare child (forked and confined ahead of time), or fork one."""
-        limits = self.settings.limits
         live = sum(s.state is not State.DEAD for s in self.sessions.values())
-        if session_id is None and live >= limits.max_sessions:
+        if session_id is None and live >= self._capacity():
             raise ProtocolError("busy", f"worker {self.settings.name} is at its limit of "
-                                f"{limits.max_sessions} sessions; use another worker", re)
+                                f"{self._capacity()} sessions; use another worker", re)
         try:
             session = self.spares.popleft() if self.spares else self._fork_session()
         except OSError as exc:

@@ -130,6 +130,18 @@ SCHEMA: tuple[Key, ...] = (
         "in memcached across frontends), as COUNT/second|minute|hour|day."),
     Key("web", "api_rate_total", lambda: "1200/minute", _rate,
         "POST /api/execute requests from everyone together."),
+    Key("web", "logs_mb", lambda: "1024", _int_in(16, 1 << 20),
+        "Memory the logs of all worksheet sessions of a frontend may hold, in MB\n"
+        "(each keeps up to 40 MB, so a page that reconnects or reloads gets\n"
+        "everything it missed). Beyond it, detached sessions' logs go first."),
+    Key("web", "images_mb", lambda: "64", _int_in(1, 1 << 20),
+        "Images one worksheet session may store, in MB (they stay in the\n"
+        "database for shared links); beyond it a notice replaces them."),
+    Key("web", "server_names", lambda: "", _text,
+        "Host names this appliance answers to besides its IP addresses,\n"
+        "localhost and this machine's name (space-separated, e.g. math.example.org).\n"
+        "Requests for other names are refused: a foreign site cannot reach it by\n"
+        "pointing a name of its own at it (DNS rebinding)."),
     Key("web", "allowed_origins", lambda: "", _origins,
         "Other sites (https://host[:port], space-separated) whose pages may embed\n"
         "the worksheet or call the API and websocket. Empty: only pages served\n"
@@ -200,7 +212,9 @@ SCHEMA: tuple[Key, ...] = (
         "Run memcached (the program 'memcached') as a cache in front of blobs and\n"
         "permalinks. Losing it only costs speed."),
     Key("memcached", "port", lambda: "8380", PORT,
-        "Loopback TCP port of memcached."),
+        "Not used on one host: memcached listens on a unix socket in the data\n"
+        "folder (var/memcached.sock) that only the service user may reach, since\n"
+        "it has no authentication and what it holds is served to browsers."),
     Key("memcached", "memory_mb", lambda: "64", _int_in(8, 1 << 20),
         "Memory memcached may use, in MB."),
     Key("registry", "buffer", lambda: "10000", _int_in(10, 10_000_000),

@@ -45,6 +45,7 @@ class DataDir:
     supervisor_pid = property(lambda self: self.run / "supervisord.pid")
     var = property(lambda self: self.root / "var")
     registry_spool = property(lambda self: self.var / "registry.spool")
+    memcached_socket = property(lambda self: self.var / "memcached.sock")
     logs = property(lambda self: self.root / "logs")
     secrets = property(lambda self: self.root / "secrets")
     pgpass = property(lambda self: self.secrets / "pgpass")

@@ -87,18 +87,19 @@ def plan(data: DataDir, config: Config, service: Account | None) -> list[Program
             "user_line": _user_line(service), "cluster": str(data.cluster(config)),
         }, (config.get("database", "port"),)))
     memcached = None
+    launcher = _launcher(data, service)
     if config.get("memcached", "enabled") == "yes":
-        port = config.get("memcached", "port")
-        memcached = f"{config.get('salvus', 'bind')}:{port}"
+        # A unix socket only the service user may reach: memcached has no
+        # authentication, and what it holds is served to browsers. It starts
+        # as the service user in the view that shows it the data folder, which
+        # may lie in a folder closed to that user (root's home).
+        memcached = str(data.memcached_socket)
         found.append(Program("memcached", "memcached.conf.in", {
             **common, "name": "memcached",
-            "command": shlex.join([_memcached_binary(), "-l", config.get("salvus", "bind"),
-                                   "-p", str(port), "-U", "0", "-m",
-                                   str(config.get("memcached", "memory_mb")),
-                                   # memcached refuses root: as root it drops to this user
-                                   *(["-u", service.name] if service else [])]),
-        }, (port,)))
-    launcher = _launcher(data, service)
+            "command": launcher + shlex.join([
+                _memcached_binary(), "-s", memcached, "-a", "0700", "-U", "0",
+                "-m", str(config.get("memcached", "memory_mb"))]),
+        }))
     found.append(Program("registry", "registry.conf.in", {
         **common, "name": "registry", "spool": str(data.registry_spool),
         "buffer": str(config.get("registry", "buffer")), "launcher": launcher,
@@ -133,7 +134,7 @@ WORKER_LIMITS = ("max_sessions", "wall_time", "idle_timeout", "cpu_seconds", "me
                  "disk_mb", "disk_files")
 WEB_OPTIONS = ("sessions_per_browser", "sessions_per_ip", "session_linger", "api_timeout",
                "api_max_code", "api_concurrent", "api_concurrent_per_ip", "api_rate_per_ip",
-               "api_rate_total", "allowed_origins")
+               "api_rate_total", "logs_mb", "images_mb", "server_names", "allowed_origins")
 
 
 def worker_options(data: DataDir, config: Config, index: int) -> list[str]:

@@ -11,6 +11,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import stat
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -448,3 +452,25 @@ def test_only_our_programs_talk_to_a_worker(appliance):
         plain.close(linger=0)
         context.term()
     assert isinstance(sessions_on(data, 0), int)  # ours are still answered
+
+
+def test_a_local_user_reaches_neither_memcached_nor_the_uid_registry_lock(appliance):
+    data, _ = appliance
+    probe = ("import socket, sys\nfound = []\ns = socket.socket(socket.AF_UNIX)\n"
+             "try:\n    s.connect(sys.argv[1])\n    found.append('memcached')\n"
+             "except OSError as exc:\n    found.append(type(exc).__name__)\n"
+             "try:\n    open(sys.argv[2], 'a')\n    found.append('lock')\n"
+             "except OSError as exc:\n    found.append(type(exc).__name__)\n"
+             "print(found)")
+    socket_path = data / "var" / "memcached.sock"
+    assert socket_path.is_socket()  # it is there, and used: the frontends cache through it
+    done = subprocess.run([sys.executable, "-c", probe, str(socket_path),
+                           "/var/lib/salvus/uid-ranges.lock"], user=65534,
+                          capture_output=True, text=True, timeout=30)
+    assert done.stdout.strip() == "['PermissionError', 'PermissionError']", done.stderr
+    assert stat.S_IMODE(socket_path.stat().st_mode) & 0o077 == 0  # even were var/ opened
+    from salvusctl.config import load
+
+    port = load(data / "salvus.conf").get("memcached", "port")
+    with pytest.raises(ConnectionRefusedError):  # and nothing listens on TCP
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()

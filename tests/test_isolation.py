@@ -8,9 +8,12 @@ outside the session's reach, and the worker goes on serving.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -312,3 +315,162 @@ def test_claim_ends_the_sessions_a_client_no_longer_holds(worker_factory):
     assert client.run(kept, "1").text == "1"
     refused = client.request("execute", session=dropped, execution="x", code="1")
     assert refused["code"] == "no_such_session"
+
+
+# ------------------------------------------------------------ found by attacking it
+
+
+def worker_rss_kb(worker) -> int:
+    status = Path(f"/proc/{worker.proc.pid}/status").read_text().splitlines()
+    return int(next(line.split()[1] for line in status if line.startswith("VmRSS")))
+
+
+def test_a_flood_of_restarts_never_stops_the_worker_from_answering(worker_factory):
+    worker = worker_factory()
+    client = worker.client()
+    session = client.start()
+    client.run(session, "1")
+    for i in range(500):
+        client.send_raw(protocol.request("restart", f"spam{i}", session=session))
+    assert client.request("ping", timeout=5)["type"] == "pong"  # answered meanwhile
+    replies = []
+    while len(replies) < 500:
+        message, _ = client.receive(timeout=30)
+        if str(message.get("re", "")).startswith("spam"):
+            replies.append(message)
+    restarted = [r for r in replies if r["type"] == "restarted"]
+    assert 1 <= len(restarted) <= 3  # at most one a second
+    assert all(r["code"] == "busy" for r in replies if r["type"] == "error")
+    assert client.run(session, "2 + 2").text == "4"
+
+
+def test_a_flood_of_tiny_junk_messages_is_cut_and_the_worker_stays_small(worker_factory):
+    worker = worker_factory("--wall-time", "30", "--output-bytes", "1000000")
+    client = worker.client()
+    session = client.start()
+    execution = client.execute(session, "import sys, time\nfrom sage_worker import channel\n"
+                                        "end = sys.stdout._stream._send.__self__\n"
+                                        "junk = channel.encode({'kind': ['x']}) * 50000\n"
+                                        "while True: end.sock.sendall(junk)")
+    other = worker.client()
+    for i in range(10):  # the worker serves others meanwhile
+        assert other.run(other.start(), f"{i} + 1").text == str(i + 1)
+    messages = client.collect(execution, timeout=30)
+    assert messages[-1][0]["status"] == "limit"
+    assert worker_rss_kb(worker) < 400_000
+    assert len(worker.log.read_text()) < 20_000  # junk is logged once, not per message
+
+
+FORGED_OUTPUT = {
+    "huge results": "for i in range(20): send({'kind': 'result', "
+                    "'data': {'text/plain': 'R' * (1 << 20)}})",
+    "wide characters": "for i in range(20): send({'kind': 'stream', 'name': 'stdout', "
+                       "'text': '\\U0001F600' * (1 << 18)})",
+}
+
+
+@pytest.mark.parametrize("code", FORGED_OUTPUT.values(), ids=FORGED_OUTPUT.keys())
+def test_forged_output_of_any_kind_counts_against_the_cap(worker_factory, code):
+    client = worker_factory("--output-bytes", "1000000").client()
+    session = client.start()
+    result = client.run(session, "import sys\nsend = sys.stdout._stream._send\n" + code +
+                        "\nimport time\ntime.sleep(30)")
+    assert result.status == "limit"
+    received = sum(len(json.dumps(m, ensure_ascii=False).encode()) for m in result.messages)
+    assert received < 2 * 1000000 + (1 << 20)
+
+
+def test_a_lone_surrogate_from_a_session_reaches_the_client_as_an_escape(client):
+    session = client.start()
+    result = client.run(session, "import sys\nfrom sage_worker import channel\n"
+                                 "end = sys.stdout._stream._send.__self__\n"
+                                 "body = b'{\"kind\":\"stream\",\"name\":\"stdout\","
+                                 "\"text\":\"a\\\\ud800b\"}'\n"
+                                 "end.sock.sendall(channel.HEADER.pack(len(body), 0) + body)\n"
+                                 "print('after')")
+    assert result.status == "ok"
+    assert "a\ud800b" in [m["text"] for m in result.of("stream")]
+    assert client.run(session, "1 + 1").text == "2"
+
+
+def test_a_forged_done_does_not_lift_the_wall_time(worker_factory):
+    client = worker_factory("--wall-time", "2").client()
+    if client.request("ping")["isolation"]["accounting"].startswith("per-process"):
+        pytest.skip("this host offers no cgroups to count a session's CPU time")
+    session = client.start()
+    result = client.run(session, "import sys\nsys.stdout._stream._send("
+                                 "{'kind': 'done', 'status': 'ok'})\nwhile True: pass")
+    assert result.status == "ok"  # the forged done, as far as the client can tell
+    ended, _ = client.receive(timeout=15)
+    assert ended["type"] == "session_ended" and ended["reason"] == "limit"
+
+
+def mem_available_kb() -> int:
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("MemAvailable"))
+
+
+def sample_until(finished: threading.Event, samples: list[int]) -> None:
+    while not finished.wait(0.05):
+        samples.append(mem_available_kb())
+
+
+def test_memory_counts_for_all_of_a_sessions_processes(worker_factory):
+    client = worker_factory("--memory-mb", "200", "--disk-mb", "64").client()
+    if client.request("ping")["isolation"]["accounting"].startswith("per-process"):
+        pytest.skip("this host offers no cgroups to count a session's memory")
+    session = client.start()
+    before = mem_available_kb()
+    low = [before]
+    watcher = client.execute(session, "import os, time\npids = []\nfor i in range(4):\n"
+                                      "    pid = os.fork()\n    if pid == 0:\n"
+                                      "        b = bytearray(180 << 20)\n"
+                                      "        for j in range(0, len(b), 4096): b[j] = 1\n"
+                                      "        time.sleep(3)\n        os._exit(0)\n"
+                                      "    pids.append(pid)\n"
+                                      "print([os.waitpid(p, 0)[1] for p in pids])")
+    finished = threading.Event()
+    sampler = threading.Thread(target=sample_until, args=(finished, low))
+    sampler.start()
+    try:
+        messages = client.collect(watcher, timeout=60)
+    finally:
+        finished.set()
+        sampler.join(timeout=5)
+    statuses = eval(next(m["text"] for m, _ in messages if m["type"] == "stream"))
+    assert any(os.WIFSIGNALED(s) and os.WTERMSIG(s) == signal.SIGKILL for s in statuses)
+    assert before - min(low) < 500_000  # 4 x 180 MB never all lived at once
+
+
+def test_the_host_is_read_only_and_run_lock_is_private(worker_factory):
+    client = worker_factory().client()
+    a, b = client.start(), client.start()
+    assert value(client, a, "import os\nopen('/run/lock/mine', 'w').write('a')\n"
+                            "os.listdir('/run/lock')") == ["mine"]
+    assert value(client, b, "import os\nos.listdir('/run/lock')") == []
+    assert not Path("/run/lock/mine").exists()
+    for path in ("/etc/salvus-test", "/var/lib/salvus-test", "/usr/salvus-test"):
+        result = client.run(b, f"open({path!r}, 'w')")
+        assert result.of("error")[0]["ename"] in ("OSError", "PermissionError")
+        assert "Read-only file system" in result.of("error")[0]["evalue"] or \
+            "Permission denied" in result.of("error")[0]["evalue"]
+
+
+@pytest.mark.parametrize("command", [["unshare", "-Ur", "true"], ["unshare", "-m", "true"],
+                                     ["unshare", "-n", "true"]])
+def test_a_session_cannot_make_namespaces_of_its_own(client, command):
+    session = client.start()
+    result = client.run(session, f"import subprocess\nsubprocess.run({command!r}, "
+                                 "capture_output=True, text=True).stderr")
+    assert "Operation not permitted" in result.text
+
+
+def test_a_worker_with_fewer_uids_than_its_limit_is_full_when_its_uids_are(worker_factory):
+    client = worker_factory("--max-sessions", "32", "--spares", "0", uids=2).client()
+    client.start()
+    assert client.request("ping")["load"] == 0.5  # frontends see it filling up
+    client.start()
+    assert client.request("ping")["load"] == 1.0
+    reply = client.request("start")
+    assert reply["type"] == "error" and reply["code"] == "busy"
+    assert "limit of 2 sessions" in reply["message"]

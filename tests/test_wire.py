@@ -15,6 +15,8 @@ from web import wire
     ("[1]", "malformed"),
     ('{"type": "fly"}', "unknown_type"),
     ('{"no": "type"}', "unknown_type"),
+    ('{"type": {}}', "unknown_type"),
+    ('{"type": ["execute"]}', "unknown_type"),
     ('{"type": "execute", "code": "1"}', "bad_field"),
     ('{"type": "execute", "cell": 5, "code": "1"}', "bad_field"),
     ('{"type": "execute", "cell": "", "code": "1"}', "bad_field"),
@@ -45,3 +47,9 @@ def test_errors_are_sent_as_protocol_errors():
     text = wire.error(wire.WireError("quota", "too many"))
     assert json.loads(text) == {"type": "protocol_error", "code": "quota",
                                 "message": "too many"}
+
+
+def test_characters_travel_as_themselves_and_a_lone_surrogate_as_an_escape():
+    assert wire.encode({"text": "\U0001F600"}) == '{"text":"\U0001F600"}'
+    lone = wire.encode({"text": "a\ud800b"})
+    assert lone.isascii() and json.loads(lone) == {"text": "a\ud800b"}

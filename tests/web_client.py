@@ -34,6 +34,7 @@ class WebProcess:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.keys = keys
+        self.dsn = dsn
         self.workers_file = folder / "workers.json"
         self.write_workers(workers)
         database = []
@@ -94,6 +95,8 @@ class Browserish:
     """The browser protocol over a real websocket, as the page speaks it."""
 
     def __init__(self, web: WebProcess, cookie: str = "browser=test"):
+        self.cookie = cookie
+        self.session: str | None = None  # once attached
         self.ws = WsClient.connect(f"ws://127.0.0.1:{web.port}/ws",
                                    headers={"Cookie": f"salvus_{cookie}"})
         self.last_seq = 0
@@ -120,6 +123,7 @@ class Browserish:
         while True:
             message = self.receive()
             if message["type"] in ("attached", "protocol_error"):
+                self.session = message.get("session", self.session)
                 return message
             self.backlog.append(message)
 

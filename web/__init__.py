@@ -47,7 +47,7 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.config.update(NAME="web", STARTED=time.time(), QUOTAS=Quotas(), DSN_FILE=None,
                       API_LIMITS=api.ApiLimits(), MAX_CONTENT_LENGTH=2 << 20, MEMCACHED=None,
-                      WORKERS_FILE=None, CURVE_KEY=None, ALLOWED_ORIGINS=(),
+                      WORKERS_FILE=None, CURVE_KEY=None, ALLOWED_ORIGINS=(), SERVER_NAMES=(),
                       SOCK_SERVER_OPTIONS={"ping_interval": 20,
                                            "max_message_size": 2 << 20})
     app.config.update(config or {})
@@ -65,6 +65,7 @@ def create_app(config: dict | None = None) -> Flask:
         manager.pool = WorkerPool(app.config["WORKERS_FILE"], manager.client(name, key), say)
     app.extensions["salvus"] = manager
     allowed = tuple(app.config["ALLOWED_ORIGINS"])
+    names = security.local_names() | {n.lower() for n in app.config["SERVER_NAMES"]}
     security.install(app, allowed)
     limiter = _limiter(app)
     sock = Sock(app)
@@ -81,6 +82,10 @@ def create_app(config: dict | None = None) -> Flask:
 
     @app.before_request
     def refuse_other_sites():
+        if not security.served_name(request, names):
+            return _json_error(421, f"this appliance does not answer to the name "
+                                    f"{request.host[:80]!r}; its admin lists the names it "
+                                    "serves in [web] server_names")
         acts = request.method not in ("GET", "HEAD", "OPTIONS") or request.path == "/ws"
         if acts and not security.from_allowed_origin(request, allowed):
             return _json_error(403, "requests from other sites are refused; open the "
@@ -167,6 +172,7 @@ def create_app(config: dict | None = None) -> Flask:
         ok = health_cache["database"] and (workers > 0 or manager.pool is None)
         body = {"status": "ok" if ok else "degraded", "name": name, "workers": workers,
                 "database": health_cache["database"], "sessions": len(manager.sessions),
+                "detached": manager.detached_count(),
                 "uptime": round(time.time() - app.config["STARTED"], 3)}
         return jsonify(body), 200 if ok else 503
 

@@ -26,13 +26,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers-file")
     parser.add_argument("--curve-key", help="this frontend's CURVE certificate (with its "
                         "secret key) for talking to the workers")
-    parser.add_argument("--memcached", help="HOST:PORT of memcached (optional)")
+    parser.add_argument("--memcached", help="memcached's unix socket, or HOST:PORT "
+                        "(optional)")
     parser.add_argument("--allowed-origins", default="",
                         help="sites (https://host[:port] ...) that may embed the worksheet "
                              "or call the API from their pages")
     parser.add_argument("--sessions-per-browser", type=int, default=Quotas.per_browser)
     parser.add_argument("--sessions-per-ip", type=int, default=Quotas.per_ip)
     parser.add_argument("--session-linger", type=float, default=Quotas.linger)
+    parser.add_argument("--logs-mb", type=int, default=Quotas.logs_mb)
+    parser.add_argument("--images-mb", type=int, default=Quotas.images_mb)
+    parser.add_argument("--server-names", default="",
+                        help="host names served besides IP addresses and local names")
     parser.add_argument("--api-timeout", type=float, default=ApiLimits.max_timeout)
     parser.add_argument("--api-max-code", type=int, default=ApiLimits.max_code)
     parser.add_argument("--api-concurrent", type=int, default=ApiLimits.concurrent)
@@ -42,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-rate-total", default=ApiLimits.rate_total)
     args = parser.parse_args(argv)
     make_cooperative()
-    quotas = Quotas(args.sessions_per_browser, args.sessions_per_ip, args.session_linger)
+    quotas = Quotas(args.sessions_per_browser, args.sessions_per_ip, args.session_linger,
+                    args.logs_mb, args.images_mb)
     api_limits = ApiLimits(max_code=args.api_max_code, max_timeout=args.api_timeout,
                            concurrent=args.api_concurrent,
                            concurrent_per_ip=args.api_concurrent_per_ip,
@@ -51,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     app = create_app({"NAME": args.name, "DSN_FILE": args.dsn_file,
                       "WORKERS_FILE": args.workers_file, "CURVE_KEY": args.curve_key,
                       "QUOTAS": quotas, "API_LIMITS": api_limits,
-                      "MEMCACHED": args.memcached, "ALLOWED_ORIGINS": origins})
+                      "MEMCACHED": args.memcached, "ALLOWED_ORIGINS": origins,
+                      "SERVER_NAMES": tuple(args.server_names.split())})
     app.extensions["salvus"].start()
     listener = socket.socket(socket.AF_INET6 if ":" in args.bind else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

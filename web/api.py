@@ -108,6 +108,9 @@ class Collector:
                 self.answer["notices"].append("an image was left out: the database is "
                                               "unavailable right now")
                 return
+            except ValueError as exc:
+                self.answer["notices"].append(f"an image was left out: {exc}")
+                return
             self.answer["images"].append({"url": blobs.url(sha1), "mime": message["mime"],
                                           "sha1": sha1})
         elif kind == "error":

@@ -20,9 +20,12 @@ SAFE_FALLBACK = "application/octet-stream"
 
 
 def store(db: Database, data: bytes, mime: str) -> str:
-    """Insert (idempotently) and return the sha1 that names the blob."""
+    """Insert (idempotently) and return the sha1 that names the blob; a blob
+    that is not the image its type says is refused (ValueError)."""
     if mime not in IMAGE_MIMES:
         raise ValueError(f"blobs are images ({', '.join(IMAGE_MIMES)}), not {mime[:60]!r}")
+    if not looks_like(data, mime):
+        raise ValueError(f"its bytes are not {mime}")
     sha1 = hashlib.sha1(data).hexdigest()
     db.execute("INSERT INTO blobs (sha1, mime, data) VALUES (%s, %s, %s) "
                "ON CONFLICT (sha1) DO NOTHING", (sha1, mime, psycopg2.Binary(data)))
@@ -34,6 +37,13 @@ def load(db: Database, sha1: str) -> tuple[str, bytes] | None:
         return None
     rows = db.execute("SELECT mime, data FROM blobs WHERE sha1 = %s", (sha1,))
     return (rows[0][0], bytes(rows[0][1])) if rows else None
+
+
+def looks_like(data: bytes, mime: str) -> bool:
+    """A PNG's signature; an SVG's root element near its start."""
+    if mime == "image/png":
+        return data.startswith(b"\x89PNG\r\n\x1a\n")
+    return b"<svg" in data[:4096]
 
 
 def served_as(mime: str) -> str:

@@ -23,9 +23,11 @@ class Cache:
         if address:
             from pymemcache.client.base import Client
 
+            # A unix socket's path, or HOST:PORT.
             host, _, port = address.rpartition(":")
-            self.client = Client((host, int(port)), connect_timeout=0.2, timeout=0.2,
-                                 no_delay=True)
+            unix = address.startswith("/")
+            self.client = Client(address if unix else (host, int(port)), connect_timeout=0.2,
+                                 timeout=0.2, no_delay=not unix)
 
     def _usable(self) -> bool:
         if self.client is None:

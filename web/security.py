@@ -15,6 +15,9 @@ through it, and the headers every response carries (from one place).
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import socket
 from urllib.parse import urlsplit
 
 from flask import Flask, Request, Response
@@ -25,6 +28,28 @@ POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inlin
           "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; "
           "object-src 'none'; base-uri 'none'; form-action 'self'; "
           "frame-ancestors {ancestors}")
+
+
+def local_names() -> set[str]:
+    """The names a host answers to without asking: localhost and its own names."""
+    names = {"localhost", socket.gethostname().lower()}
+    with contextlib.suppress(OSError):
+        names.add(socket.getfqdn().lower())
+    return names
+
+
+def served_name(request: Request, names: set[str]) -> bool:
+    """Whether the request asks for us: an IP address, or one of ``names``. A
+    page of another site that points its own name at our address (DNS
+    rebinding) asks for that name, and is refused."""
+    host = request.host.lower()
+    name = host[1:host.index("]")] if host.startswith("[") and "]" in host \
+        else host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return name in names
 
 
 def from_allowed_origin(request: Request, allowed: tuple[str, ...]) -> bool:

@@ -32,7 +32,7 @@ from web.db import DatabaseUnavailable
 from web.workers import WorkerClient, WorkerLink, WorkerPool, WorkerUnavailable
 
 LOG_MESSAGES = 20000
-LOG_BYTES = 16 << 20  # a whole execution at the worker's default output cap fits
+LOG_BYTES = 40 << 20  # a whole execution at the worker's default output cap fits
 WAIT_FOR_WORKER = 15.0  # seconds a new session waits for a live worker with room
 DIRECT_LIMIT = 64  # replies (attached, pong, errors) waiting for one websocket
 BATCH_BYTES = 256 << 10  # what one write to a websocket carries at most
@@ -124,6 +124,11 @@ class Quotas:
     # NAT, two tabs each. Detached sessions stop counting after LEAVE_GRACE.
     per_ip: int = 200
     linger: float = 600.0  # seconds a detached session waits for its browser to come back
+    # All sessions' logs together on this frontend: beyond it the logs of
+    # detached sessions go first (their pages reload their cells), then the
+    # biggest ones (their browsers are told of the gap).
+    logs_mb: int = 1024
+    images_mb: int = 64  # images one session may store (each also counts as output)
 
 
 class Session:
@@ -145,6 +150,7 @@ class Session:
         self.detached_at: float | None = time.monotonic()
         self.left = False  # its page said it was closing
         self.restart_after = 0.0
+        self.image_bytes = 0
         self.starting = Semaphore()
 
     # -- messages to browsers
@@ -159,13 +165,22 @@ class Session:
         self.seq += 1
         message["seq"] = self.seq
         text = wire.encode(message)  # once: for the log and every listener
+        before = self.log_bytes
         self.log.append(text)
         self.log_bytes += len(text)
         while len(self.log) > 1 and (len(self.log) > LOG_MESSAGES
                                      or self.log_bytes > LOG_BYTES):
             self.log_bytes -= len(self.log.popleft())
+        self.manager.logged(self.log_bytes - before)
         for connection in self.listeners:
             connection.wake.set()
+
+    def drop_log(self) -> None:
+        """Forget every message: a page attaching again rebuilds from the cells'
+        state (attached says it is not complete); one attached now gets a gap."""
+        self.manager.logged(-self.log_bytes)
+        self.log.clear()
+        self.log_bytes = 0
 
     def attach(self, connection: Connection, last_seq: int) -> None:
         self.listeners.add(connection)
@@ -280,12 +295,10 @@ class Session:
         out = {k: v for k, v in message.items() if k not in ("session", "seq", "re")}
         out["cell"] = cell
         if kind == "image":
-            try:
-                out["url"] = blobs.url(blobs.store(self.manager.db, blob, message["mime"]))
-            except DatabaseUnavailable:
+            refusal = self._store_image(out, blob, message["mime"])
+            if refusal:
                 out = {"type": "notice", "cell": cell, "execution": message["execution"],
-                       "text": "An image could not be stored (the database is unavailable "
-                               "right now); run the cell again to see it."}
+                       "text": refusal}
                 if "interact" in message:
                     out["interact"] = message["interact"]
         execution = message["execution"]
@@ -301,6 +314,22 @@ class Session:
         elif self.cells[cell]["state"] == "queued":
             self.cells[cell]["state"] = "running"
         self.publish(out)
+
+    def _store_image(self, out: dict, blob: bytes, mime: str) -> str | None:
+        """Store an image and set its URL; or why it was not stored."""
+        limit = self.manager.quotas.images_mb << 20
+        if self.image_bytes + len(blob) > limit:
+            return (f"An image was not stored: this session's images reached "
+                    f"{self.manager.quotas.images_mb} MB. Restart it to store more.")
+        try:
+            out["url"] = blobs.url(blobs.store(self.manager.db, blob, mime))
+        except DatabaseUnavailable:
+            return ("An image could not be stored (the database is unavailable right "
+                    "now); run the cell again to see it.")
+        except ValueError as exc:
+            return f"An image was not stored: {exc}."
+        self.image_bytes += len(blob)
+        return None
 
     def _finish(self, execution: str, status: str, notice: str) -> None:
         cell = self.executions.get(execution)
@@ -326,6 +355,12 @@ class Session:
             self._finish(execution, "killed", why)
         self.publish({"type": "session_status", "state": "lost", "reason": why})
 
+    def give_up_place(self) -> None:
+        """End the worker session while no page is attached: others need room."""
+        self.end()
+        self._lose("This session was closed while its page was away, to make room for "
+                   "others; the next run starts a fresh session.")
+
     def worker_lost(self, why: str) -> None:
         self.worker_session = None
         self._lose(f"The worker running this session stopped ({why}); your variables are "
@@ -341,6 +376,8 @@ class SessionManager:
         self.sessions: dict[str, Session] = {}
         self.route: dict[tuple[str, str], object] = {}  # (worker, its session) -> ours
         self.reaper = None
+        self.log_bytes = 0  # all sessions' logs together
+        self.next_release = 0.0
         self.problem = OncePerKind(say)  # faults of ours, logged once per kind
 
     def client(self, name: str, key) -> WorkerClient:
@@ -384,14 +421,41 @@ class SessionManager:
 
     def close(self, session: Session) -> None:
         session.end()
+        session.drop_log()
         self.sessions.pop(session.id, None)
+
+    def detached_count(self) -> int:
+        """Sessions no page is attached to (they wait for it for ``linger``)."""
+        return sum(1 for s in self.sessions.values() if s.detached_at is not None)
+
+    def logged(self, delta: int) -> None:
+        self.log_bytes += delta
+        if self.log_bytes > self.quotas.logs_mb << 20:
+            self._trim_logs()
+
+    def _trim_logs(self) -> None:
+        """Under the budget again, with room to spare: detached sessions' logs
+        first (the longest detached first), then the biggest attached ones."""
+        goal = (self.quotas.logs_mb << 20) * 9 // 10
+        detached = sorted((s for s in self.sessions.values() if s.detached_at is not None),
+                          key=lambda s: s.detached_at)
+        attached = sorted((s for s in self.sessions.values() if s.detached_at is None),
+                          key=lambda s: -s.log_bytes)
+        for session in [*detached, *attached]:
+            if self.log_bytes <= goal:
+                return
+            session.drop_log()
 
     def start_worker_session(self, owner, engine: str | None = None,
                              wait: float = WAIT_FOR_WORKER) -> tuple[WorkerLink, str]:
         """A worker session for ``owner`` (a Session or an API collector) on the
-        least loaded live worker; waits a little for workers still loading."""
+        least loaded live worker; waits a little for workers still loading.
+        When every worker is full, a session whose browser went away gives
+        its worker session up first (it starts a fresh one when it is back)."""
         deadline = time.monotonic() + wait
         while True:
+            if self.pool and self.pool.links and not self.pool.choose(engine):
+                self._release_an_absent_session()
             for link in self.pool.choose(engine) if self.pool else []:
                 try:
                     reply = link.request("start", timeout=10)
@@ -406,6 +470,17 @@ class SessionManager:
                 raise NoWorker("No compute worker can take a session right now; "
                                "try again in a moment.")
             gevent.sleep(0.2)
+
+    def _release_an_absent_session(self) -> None:
+        now = time.monotonic()
+        if now < self.next_release:  # the workers' load is known once a second
+            return
+        absent = [s for s in self.sessions.values()
+                  if s.detached_at is not None and s.worker_session]
+        if absent:
+            self.next_release = now + 1.0
+            oldest = min(absent, key=lambda s: s.detached_at)
+            oldest.give_up_place()
 
     # -- from workers
 

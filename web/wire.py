@@ -81,7 +81,16 @@ def _flat_values(values: dict) -> bool:
 
 
 def encode(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"))
+    # Characters as themselves, not \u escapes: non-Latin output travels at
+    # its own size. A lone surrogate (user code can make one) cannot be sent
+    # as UTF-8, so only then are escapes used.
+    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return json.dumps(message, separators=(",", ":"))
+    return text
 
 
 def error(err: WireError) -> str:
