@@ -284,8 +284,9 @@ def main() -> None:
     os.chmod(folder, 0o755)
     workers, web, server = [], None, None
     try:
-        # Sessions linger after their clients leave: room for both 200-client runs.
-        per_worker = str(args.clients + args.jupyter_clients // 2 + 16)
+        # Sessions linger after their clients leave: room for every run's.
+        runs = 3 if args.saturation_only else 2
+        per_worker = str((args.clients * runs + args.jupyter_clients) // 2 + 16)
         keys = make_keys(folder / "keys")
         workers = [WorkerProcess(folder / f"w{i}", "python", "--max-sessions", per_worker,
                                  "--spares", "4", uids=int(per_worker) + 8, keys=keys)

@@ -377,7 +377,6 @@ class SessionManager:
         self.route: dict[tuple[str, str], object] = {}  # (worker, its session) -> ours
         self.reaper = None
         self.log_bytes = 0  # all sessions' logs together
-        self.next_release = 0.0
         self.problem = OncePerKind(say)  # faults of ours, logged once per kind
 
     def client(self, name: str, key) -> WorkerClient:
@@ -451,11 +450,14 @@ class SessionManager:
         """A worker session for ``owner`` (a Session or an API collector) on the
         least loaded live worker; waits a little for workers still loading.
         When every worker is full, a session whose browser went away gives
-        its worker session up first (it starts a fresh one when it is back)."""
+        its worker session up first (it starts a fresh one when it is back):
+        one for each session waiting, so a burst of new pages is served at
+        once, and never more."""
         deadline = time.monotonic() + wait
+        released = False
         while True:
-            if self.pool and self.pool.links and not self.pool.choose(engine):
-                self._release_an_absent_session()
+            if not released and self.pool and self.pool.links and not self.pool.choose(engine):
+                released = self._release_an_absent_session()
             for link in self.pool.choose(engine) if self.pool else []:
                 try:
                     reply = link.request("start", timeout=10)
@@ -471,16 +473,13 @@ class SessionManager:
                                "try again in a moment.")
             gevent.sleep(0.2)
 
-    def _release_an_absent_session(self) -> None:
-        now = time.monotonic()
-        if now < self.next_release:  # the workers' load is known once a second
-            return
+    def _release_an_absent_session(self) -> bool:
         absent = [s for s in self.sessions.values()
                   if s.detached_at is not None and s.worker_session]
-        if absent:
-            self.next_release = now + 1.0
-            oldest = min(absent, key=lambda s: s.detached_at)
-            oldest.give_up_place()
+        if not absent:
+            return False
+        min(absent, key=lambda s: s.detached_at).give_up_place()
+        return True
 
     # -- from workers
 
