@@ -93,10 +93,10 @@ def salvus_many(worker, n: int) -> tuple[float, float]:
         result = client.run(session, SMALL)
         return session, result.text, session_uss(pid)
 
-    start = time.perf_counter()
+    began = time.perf_counter()
     with ThreadPoolExecutor(n) as pool:
         outcomes = list(pool.map(one, clients))
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - began
     assert all(text == str(sum(i * i for i in range(10**5))) for _, text, _ in outcomes)
     for client, (session, _, _) in zip(clients, outcomes, strict=True):
         client.request("end", session=session)
