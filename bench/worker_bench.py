@@ -8,6 +8,7 @@ bench/results/worker.json and worker.png. About 3-4 minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import queue
 import shutil
 import sys
@@ -110,6 +111,7 @@ class Kernel:
         from jupyter_client.manager import start_new_kernel
 
         self.km, self.kc = start_new_kernel(kernel_name="python3", startup_timeout=120)
+        self.closed = False
 
     def run(self, code: str, timeout: float = 120) -> tuple[str | None, str]:
         """(text/plain result, stdout) of one execution, via iopub until idle."""
@@ -130,8 +132,10 @@ class Kernel:
         return self.km.provisioner.process.pid
 
     def close(self) -> None:
-        self.kc.stop_channels()
-        self.km.shutdown_kernel(now=True)
+        if not self.closed:
+            self.closed = True
+            self.kc.stop_channels()
+            self.km.shutdown_kernel(now=True)
 
 
 def jupyter_new_session(n: int, stack: str) -> list[float]:
@@ -139,30 +143,37 @@ def jupyter_new_session(n: int, stack: str) -> list[float]:
     for _ in range(n):
         start = time.perf_counter()
         kernel = Kernel()
-        kernel.run(stack)
-        result, _ = kernel.run("1+1")
-        times.append(time.perf_counter() - start)
-        assert result == "2"
-        kernel.close()
+        try:
+            kernel.run(stack)
+            result, _ = kernel.run("1+1")
+            times.append(time.perf_counter() - start)
+            assert result == "2"
+        finally:
+            kernel.close()
     return times
 
 
 def jupyter_many(n: int) -> tuple[float, float]:
     results: queue.Queue = queue.Queue()
 
+    kernels: queue.Queue = queue.Queue()  # all of them close, also on a failure
+
     def one(_):
         kernel = Kernel()
+        kernels.put(kernel)
         value, _ = kernel.run(SMALL)
-        results.put((kernel, value, uss_bytes(kernel.pid())))
+        results.put((value, uss_bytes(kernel.pid())))
 
     start = time.perf_counter()
-    with ThreadPoolExecutor(10) as pool:
-        list(pool.map(one, range(n)))
-    elapsed = time.perf_counter() - start
-    outcomes = [results.get() for _ in range(n)]
-    for kernel, _, _ in outcomes:
-        kernel.close()
-    return elapsed, sum(uss for _, _, uss in outcomes)
+    try:
+        with ThreadPoolExecutor(10) as pool:
+            list(pool.map(one, range(n)))
+        elapsed = time.perf_counter() - start
+        outcomes = [results.get() for _ in range(n)]
+    finally:
+        while not kernels.empty():
+            kernels.get().close()
+    return elapsed, sum(uss for _, uss in outcomes)
 
 
 # ----------------------------------------------------------------- main
@@ -179,13 +190,19 @@ def main() -> None:
     reps = 10 if args.quick else 1
     folder = Path(tempfile.mkdtemp(prefix="salvus-bench-"))
     rows = []
-    try:
-        worker = WorkerProcess(folder / "python", "python", "--max-sessions", "64")
+    running = contextlib.ExitStack()  # every worker and kernel goes, also on a failure
+
+    def started(name: str, *args: str) -> WorkerProcess:
+        worker = WorkerProcess(folder / name, *args)
+        running.callback(worker.stop)
         worker.wait_ready()
+        return worker
+
+    try:
+        worker = started("python", "python", "--max-sessions", "64")
         client = worker.client()
         new = salvus_new_session(client, 200 // reps)
-        cold = WorkerProcess(folder / "cold", "python", "--spares", "0")
-        cold.wait_ready()
+        cold = started("cold", "python", "--spares", "0")
         new_cold = salvus_new_session(cold.client(), 100 // reps, pause=0)
         cold.stop()
         session = client.start()
@@ -197,6 +214,7 @@ def main() -> None:
         worker.stop()
 
         kernel = Kernel()
+        running.callback(kernel.close)
         kernel.run(STACK)
         jtrip = []
         for _ in range(300 // reps):
@@ -231,18 +249,17 @@ def main() -> None:
         print(f"lines delivered: salvus {lines}/{LINES}, jupyter {jlines}/{LINES}")
 
         if not args.no_sage:
-            sage = WorkerProcess(folder / "sage", "sage")
-            sage.wait_ready()
+            sage = started("sage", "sage")
             sclient = sage.client()
             snew = salvus_new_session(sclient, 100 // reps)
-            scold = WorkerProcess(folder / "sage-cold", "sage", "--spares", "0")
-            scold.wait_ready()
+            scold = started("sage-cold", "sage", "--spares", "0")
             snew_cold = salvus_new_session(scold.client(), 50 // reps, pause=0)
             scold.stop()
             suss = salvus_idle_uss(sclient)
             sage.stop()
             jsnew = jupyter_new_session(2, SAGE_STACK)
             skernel = Kernel()
+            running.callback(skernel.close)
             skernel.run(SAGE_STACK)
             time.sleep(0.5)
             jsuss = uss_bytes(skernel.pid())
@@ -256,6 +273,7 @@ def main() -> None:
                 row("idle session memory (USS, Sage)", suss / 2**20, jsuss / 2**20, "MB"),
             ]
     finally:
+        running.close()
         shutil.rmtree(folder, ignore_errors=True)
     print_table("Worker: Salvus fork server vs Jupyter kernel (same machine, same run)", rows)
     json_path, png_path = save("worker", rows)
