@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import time
 import urllib.error
@@ -660,3 +662,28 @@ def test_a_session_whose_browser_went_away_gives_its_place_to_one_that_is_here(
                     b.close()
     finally:
         worker.stop()
+
+
+def test_a_websocket_the_client_closes_is_hung_up_at_once(stack):
+    """The server answers a close frame and ends the TCP connection itself (a
+    client otherwise waits for it until its own timeout; the server holds the
+    socket). A raw socket, so nothing between us and the bytes."""
+    web, _ = stack
+    with socket.create_connection(("127.0.0.1", web.port), timeout=10) as conn:
+        key = base64.b64encode(os.urandom(16)).decode()
+        conn.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{web.port}\r\n"
+                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                      f"Cookie: salvus_browser={uuid.uuid4().hex}\r\n\r\n").encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += conn.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 101"), answer
+        mask = os.urandom(4)
+        payload = (1000).to_bytes(2, "big")
+        conn.sendall(bytes([0x88, 0x80 | len(payload)]) + mask
+                     + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        rest = answer.split(b"\r\n\r\n", 1)[1]
+        while chunk := conn.recv(4096):  # until the server's FIN; a timeout fails
+            rest += chunk
+        assert rest[:1] == b"\x88"  # its close frame came first

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+
 from simple_websocket import ConnectionClosed
 
 from web import wire
@@ -38,6 +41,27 @@ def serve_browser(ws, manager: SessionManager, browser: str, ip: str) -> None:
         if session is not None:
             session.detach(connection)
         connection.close()
+        _hang_up(ws)
+
+
+def _hang_up(ws) -> None:
+    """End the TCP connection with the websocket. Under gevent's WSGI server
+    flask-sock leaves it open when the route returns: gevent's handler waits on
+    it for a next HTTP request, so a client that closed waits for our FIN until
+    its own timeout (10 s for the ``websockets`` client) while we hold a
+    greenlet and a descriptor. simple-websocket works on a duplicate of the
+    connection's socket and closes only that; shutting down the handler's own
+    socket (found where simple-websocket finds it) ends the connection for
+    both. A close frame goes first if none was sent."""
+    with contextlib.suppress(ConnectionClosed, OSError):
+        if ws.connected:
+            ws.close()
+    stream = ws.environ.get("wsgi.input")
+    stream = getattr(stream, "rfile", stream) if not hasattr(stream, "raw") else stream
+    connection = getattr(getattr(stream, "raw", None), "_sock", None)
+    if connection is not None:
+        with contextlib.suppress(OSError):
+            connection.shutdown(socket.SHUT_RDWR)
 
 
 def _dispatch(message: dict, connection: Connection, session: Session | None,
