@@ -126,7 +126,10 @@ def main(argv: list[str] | None = None) -> None:
              "host that allows mount and pid namespaces, make the install readable by other "
              "users (chmod -R o+rX), or set [worker] isolation = none in salvus.conf to run "
              "sessions unconfined")
-    preload = engine.preload()
+    # Each session's home: with isolation full every session sees its own at
+    # the same path; without, sessions are one trusted user's and share one.
+    preload = engine.preload(settings.sandbox.sessions_dir if settings.sandbox.full
+                             else settings.sandbox.sessions_dir / "shared")
     start = time.perf_counter()
     engine.warm()
     warm = time.perf_counter() - start

@@ -16,6 +16,7 @@ import os
 import random
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 Image = tuple[str, bytes, int | None]  # (mime type, bytes, width in CSS pixels)
@@ -36,7 +37,14 @@ class PythonEngine:
     name = "python"
     distributions = ("numpy", "sympy", "matplotlib")
 
-    def preload(self) -> float:
+    def session_environment(self) -> dict[str, str]:
+        """What a session's environment holds besides PATH, HOME and the locale
+        (the worker's own is scrubbed: it may carry secrets)."""
+        return {"MPLBACKEND": "Agg"}
+
+    def preload(self, session_home: Path) -> float:
+        """Import the stack; ``session_home`` is the home folder as each session
+        will see it."""
         start = time.perf_counter()
         os.environ["MPLBACKEND"] = "Agg"
         import matplotlib
@@ -172,14 +180,33 @@ class SageEngine(PythonEngine):
     name = "sage"
     distributions = ("passagemath-standard", "numpy", "sympy", "matplotlib")
 
-    def preload(self) -> float:
+    def __init__(self) -> None:
+        self._sage_environment: dict[str, str] = {}
+
+    def session_environment(self) -> dict[str, str]:
+        # What importing Sage put into the environment (sage.env's folders for
+        # ECL, Maxima, PARI, Singular, ...), taken from Sage itself: Maxima and
+        # the pexpect interfaces start after fork, in the session, and need them.
+        return {**super().session_environment(), **self._sage_environment}
+
+    def preload(self, session_home: Path) -> float:
         start = time.perf_counter()
         os.environ["MPLBACKEND"] = "Agg"
         import matplotlib
 
         matplotlib.use("Agg")
         import numpy.random  # noqa: F401  (numpy loads it lazily: in every child)
+
+        # DOT_SAGE (logs, GAP's workspace, caches) in the session's own home:
+        # sage.env reads it at import, and interfaces copy it then (gp's log
+        # file, Maxima's caches), so it is set before, to the path every session
+        # sees as its home (with isolation full, a folder of its own there).
+        before = dict(os.environ)
+        os.environ["DOT_SAGE"] = str(session_home / ".sage")
         import sage.all
+
+        self._sage_environment = {key: value for key, value in os.environ.items()
+                                  if before.get(key) != value}
         from sage.repl.preparse import preparse_file  # noqa: F401
 
         # Sage's names are served as the namespace's builtins: one dict built
@@ -217,6 +244,7 @@ class SageEngine(PythonEngine):
         from sage.plot.graphics import Graphics
 
         super().prepare_child(namespace, show)
+        Path(os.environ["DOT_SAGE"]).mkdir(mode=0o700, parents=True, exist_ok=True)
         from sage.plot.multigraphics import MultiGraphics
 
         namespace["show"] = lambda obj, **kwargs: show(obj)

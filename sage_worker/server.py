@@ -64,7 +64,6 @@ STARTS_PER_TURN = 4
 OUTPUT_SLACK = 64 << 10
 STRAY_LIMIT = 64 << 10  # bytes a session may send while nothing runs before it is ended
 RESTART_EVERY = 1.0  # seconds between two restarts of one session
-ENGINE_ENV = {"MPLBACKEND": "Agg"}
 HEX = set("0123456789abcdef")  # session ids are uuid4().hex
 # What the worker keeps once sessions can start (all of them root's):
 # mounts and namespaces, switching to session uids, handing a session its home,
@@ -473,7 +472,8 @@ class Worker:
                 group = self.cgroups.create(session_id, self._memory_mb() << 20,
                                             box.limits.processes)
             spawned = sandbox.spawn(self.system, box, uid, home, child_end, self.lifeline,
-                                    self.own_pid_ns, run or self._run_session, ENGINE_ENV,
+                                    self.own_pid_ns, run or self._run_session,
+                                    self.engine.session_environment(),
                                     check_install, group)
         except BaseException:
             parent_end.close()

@@ -14,10 +14,14 @@ from tests.worker_client import WorkerProcess
 # No skip when Sage is missing: `make test` installs the sage extra, and the
 # Sage engine must be tested wherever the suite runs.
 
+SECRET = "s3cret-9f27c1"
+
+
 @pytest.fixture(scope="module")
 def sage():
     folder = Path(tempfile.mkdtemp(prefix="salvus-sage-", dir="/tmp"))
-    worker = WorkerProcess(folder, "sage")
+    # A secret in the worker's environment, as supervisord may pass one.
+    worker = WorkerProcess(folder, "sage", env={"SALVUS_TEST_SECRET": SECRET})
     try:
         worker.wait_ready()
         client = worker.client()
@@ -108,3 +112,42 @@ def test_syntax_errors_quote_the_users_line(sage):
     # no carets: their columns would point into the preparsed line
     broken = client.run(session, "factor(2^64 1)").of("error")[0]["traceback"]
     assert "factor(2^64 1)" in broken and "^^^" not in broken
+
+
+# Maxima (through the symbolic ring and as an interface), PARI/GP, GAP,
+# libgap and Singular start lazily, in the session: each needs the folders
+# sage.env put into the worker's environment, and a DOT_SAGE it may write.
+@pytest.mark.parametrize("code, shown", [
+    ("solve(x^2 - 2 == 0, x)", "[x == -sqrt(2), x == sqrt(2)]"),
+    ("limit(sin(x)/x, x=0)", "1"),
+    ("taylor(sin(x), x, 0, 5)", "1/120*x^5 - 1/6*x^3 + x"),
+    ("simplify(x - x)", "0"),
+    ("y = function('y')(x)\ndesolve(diff(y, x) == y, y)", "_C*e^x"),
+    ("integrate(1/(1 + x^2), x)", "arctan(x)"),
+    ("k = var('k')\nsum(1/k^2, k, 1, oo)", "1/6*pi^2"),
+    ("maxima('2 + 3')", "5"),
+    ("gp('nextprime(100)')", "101"),
+    ("gap('Size(SymmetricGroup(4))')", "24"),
+    ("libgap.SymmetricGroup(4).Size()", "24"),
+    ("singular('2 + 3')", "5"),
+])
+def test_every_interface_that_works_natively_works_in_a_session(sage, code, shown):
+    client, session = sage
+    result = client.run(session, code, timeout=120)
+    assert result.status == "ok", result.messages
+    assert result.text == shown
+
+
+def test_each_session_has_a_dot_sage_of_its_own_and_no_secret(sage):
+    client, _ = sage
+    first, second = client.start(), client.start()
+    wrote = client.run(first, "import os\nfrom sage.env import DOT_SAGE\n"
+                              "open(os.path.join(DOT_SAGE, 'mine'), 'w').write('1')\n"
+                              "DOT_SAGE.startswith(os.environ['HOME'])")
+    assert wrote.text == "True", wrote.messages
+    seen = client.run(second, "import os\nfrom sage.env import DOT_SAGE\n"
+                              "os.path.exists(os.path.join(DOT_SAGE, 'mine'))")
+    assert seen.text == "False", seen.messages
+    environment = client.run(second, "import os\ndict(os.environ)").text
+    assert "ECLDIR" in environment and "DOT_SAGE" in environment
+    assert "SALVUS_TEST_SECRET" not in environment and SECRET not in environment
