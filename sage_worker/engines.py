@@ -174,6 +174,14 @@ def _rich(value: Any, methods=(("_repr_latex_", "text/latex"),
     return data
 
 
+_sleep = time.sleep
+
+
+def _sleep_taking_any_real(seconds: Any) -> None:
+    """time.sleep, for Sage's numbers as well as Python's."""
+    _sleep(seconds if isinstance(seconds, int | float) else float(seconds))
+
+
 class SageEngine(PythonEngine):
     """Sage (passagemath): ``sage.all`` preloaded, the preparser on every execution."""
 
@@ -245,6 +253,9 @@ class SageEngine(PythonEngine):
 
         super().prepare_child(namespace, show)
         Path(os.environ["DOT_SAGE"]).mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The preparser makes 0.5 a RealLiteral, which time.sleep refuses on
+        # Python 3.11 (in native Sage too): here sleep takes any real number.
+        namespace["sleep"] = time.sleep = _sleep_taking_any_real
         from sage.plot.multigraphics import MultiGraphics
 
         namespace["show"] = lambda obj, **kwargs: show(obj)

@@ -9,7 +9,6 @@ this process dies first.
 from __future__ import annotations
 
 import ast
-import builtins
 import errno
 import hashlib
 import linecache
@@ -28,6 +27,9 @@ LIMIT_ERRNOS = {errno.EFBIG, errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENO
                 errno.ENOSPC, errno.EDQUOT}
 
 
+_UNSET = object()
+
+
 class Executor:
     def __init__(self, channel, engine, output_cap: int, flush_c_stdio):
         self.channel = channel
@@ -37,6 +39,7 @@ class Executor:
         self.pump = FdPump(self.stream)
         self.namespace = engine.namespace()
         self.count = 0
+        self.results: dict[str, Any] = {}  # what _, __ and ___ were last set to
         self.executing = False
         self.transformed = False
         sys.stdout = StreamFile(self.stream, "stdout", 1, self.pump)
@@ -107,7 +110,19 @@ class Executor:
         exec(compile(tree, filename, "exec"), self.namespace)
         if last is not None:
             value = eval(compile(ast.Expression(last.value), filename, "eval"), self.namespace)
+            self._remember(value)
             self.show(value)
+
+    def _remember(self, value: Any) -> None:
+        """``_``, ``__`` and ``___``: the last three results, as in the REPL.
+        A name the user assigned is theirs: it is left alone, as IPython does."""
+        if value is None:
+            return
+        for name, newer in (("___", "__"), ("__", "_")):
+            if self.namespace.get(name, _UNSET) is self.results.get(name, _UNSET):
+                self.namespace[name] = self.results[name] = self.results.get(newer)
+        if self.namespace.get("_", _UNSET) is self.results.get("_", _UNSET):
+            self.namespace["_"] = self.results["_"] = value
 
     def _finish(self, status: str) -> None:
         """Everything still buffered, then done: even if that is interrupted."""
@@ -144,7 +159,6 @@ class Executor:
         """Display like the interactive interpreter: None shows nothing."""
         if value is None:
             return
-        builtins._ = value
         data, images = self.engine.display(value)
         for image in images:
             self.image(*image)

@@ -151,3 +151,21 @@ def test_each_session_has_a_dot_sage_of_its_own_and_no_secret(sage):
     environment = client.run(second, "import os\ndict(os.environ)").text
     assert "ECLDIR" in environment and "DOT_SAGE" in environment
     assert "SALVUS_TEST_SECRET" not in environment and SECRET not in environment
+
+
+def test_underscores_hold_the_last_three_results_as_in_the_repl(sage):
+    client, _ = sage
+    session = client.start()
+    for code in ("2 + 2", "3/4", "x^2"):
+        client.run(session, code)
+    assert client.run(session, "(_, __, ___)").text == "(x^2, 3/4, 4)"
+    client.run(session, "_ = 'mine'")
+    client.run(session, "5")
+    assert client.run(session, "_").text == "'mine'"  # an assigned _ is the user's
+
+
+def test_sleep_takes_the_preparsers_reals(sage):
+    client, session = sage
+    for code in ("sleep(0.05)", "import time\ntime.sleep(0.05)", "sleep(1/20)"):
+        result = client.run(session, code)
+        assert result.status == "ok", result.messages
