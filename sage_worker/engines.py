@@ -100,8 +100,8 @@ class PythonEngine:
         figure = _matplotlib_figure(value)
         if figure is not None:
             return {}, figure_images(figure)
-        if type(value).__module__.startswith("sympy.plotting"):
-            return {}, []  # sympy drew into pyplot: the figure is shown, not its repr
+        if _sympy_plot(value):
+            return {}, []
         data = {"text/plain": repr(value)}
         data.update(_rich(value))
         return data, []
@@ -180,6 +180,12 @@ _sleep = time.sleep
 def _sleep_taking_any_real(seconds: Any) -> None:
     """time.sleep, for Sage's numbers as well as Python's."""
     _sleep(seconds if isinstance(seconds, int | float) else float(seconds))
+
+
+def _sympy_plot(value: Any) -> bool:
+    """A sympy plot (a Plot, or a backend object in newer sympy): sympy drew it
+    into pyplot, so the figure is shown, not its repr."""
+    return type(value).__module__.startswith("sympy.plotting")
 
 
 class SageEngine(PythonEngine):
@@ -282,6 +288,8 @@ class SageEngine(PythonEngine):
         figure = _matplotlib_figure(value)
         if figure is not None:
             return {}, figure_images(figure)
+        if _sympy_plot(value):
+            return {}, []
         # Sage's own latex() rather than SageObject._repr_latex_ (which wraps
         # the same in $\displaystyle$).
         data = {"text/plain": repr(value)}

@@ -51,10 +51,15 @@ class slider(Control):
         else:
             if vmax is None:
                 vmin, vmax = 0, vmin
-            step = step_size if step_size is not None else (
-                1 if all(isinstance(v, int) for v in (vmin, vmax)) else (vmax - vmin) / 100)
-            count = round((vmax - vmin) / step) + 1
-            values = [vmin + i * step for i in range(max(count, 1))]
+            if step_size is None and not all(isinstance(v, int) for v in (vmin, vmax)):
+                # A continuous range (Sage's (1, 10) has Integer ends, (0, pi)
+                # symbolic ones): a hundred steps shown as decimals, as Sage
+                # does, not as the exact 127/100 of the arithmetic.
+                values = [float(vmin + (vmax - vmin) * i / 100) for i in range(101)]
+            else:
+                step = 1 if step_size is None else step_size
+                count = round((vmax - vmin) / step) + 1
+                values = [vmin + i * step for i in range(max(count, 1))]
         self.values = values
         index = 0 if default is None else min(range(len(values)),
                                               key=lambda i: abs(_number(values[i]) -
@@ -63,7 +68,7 @@ class slider(Control):
 
     def spec(self, name: str) -> dict:
         return {**super().spec(name), "min": 0, "max": len(self.values) - 1, "step": 1,
-                "labels": [_short(v) for v in self.values]}
+                "labels": [_slider_label(v) for v in self.values]}
 
     def convert(self, value: Any, namespace: dict) -> Any:
         return self.values[min(max(int(value), 0), len(self.values) - 1)]
@@ -161,6 +166,13 @@ def _number(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return 0.0
+
+
+def _slider_label(value: Any) -> str:
+    """A position's label: 0.0314159, not 0.031415926535897934."""
+    if isinstance(value, float) and len(repr(value)) > 8:
+        return f"{value:.6g}"
+    return _short(value)
 
 
 def _short(value: Any) -> str:

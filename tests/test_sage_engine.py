@@ -169,3 +169,22 @@ def test_sleep_takes_the_preparsers_reals(sage):
     for code in ("sleep(0.05)", "import time\ntime.sleep(0.05)", "sleep(1/20)"):
         result = client.run(session, code)
         assert result.status == "ok", result.messages
+
+
+def test_a_slider_over_sage_integers_shows_decimals(sage):
+    client, session = sage
+    result = client.run(session, "@interact\ndef f(x=(1, 10), y=(0, pi), n=(1, 3, 1/2)):\n"
+                                 "    print(x, n)")
+    controls = {c["name"]: c for c in result.of("interact")[0]["controls"]}
+    assert controls["x"]["labels"][:4] == ["1.0", "1.09", "1.18", "1.27"]
+    assert controls["x"]["labels"][-1] == "10.0"
+    assert controls["y"]["labels"][1] == "0.0314159"  # pi/100, readable
+    assert controls["n"]["labels"] == ["1", "3/2", "2", "5/2", "3"]  # a given step stays exact
+    assert result.of("stream")[0]["text"] == "1.0 1\n"
+
+
+def test_a_sympy_plot_shows_its_figure_and_nothing_else(sage):
+    client, session = sage
+    result = client.run(session, "import sympy\nt = sympy.Symbol('t')\nsympy.plot(t**2)")
+    assert result.status == "ok", result.messages
+    assert [m["type"] for m in result.messages] == ["image", "done"]
