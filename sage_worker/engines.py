@@ -14,6 +14,7 @@ import importlib.metadata
 import io
 import os
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -95,8 +96,10 @@ class PythonEngine:
 
         plt.show = lambda *args, **kwargs: None
 
-    def display(self, value: Any) -> tuple[dict[str, str], list[Image]]:
-        """What a final expression's value shows as: representations and images."""
+    def display(self, value: Any, typeset: bool = False) -> tuple[dict[str, str], list[Image]]:
+        """What a final expression's value shows as: representations and images.
+        ``typeset``: the user asked for typesetting (show(), the worksheet's
+        Typeset switch); plain Python offers LaTeX where it has one anyway."""
         figure = _matplotlib_figure(value)
         if figure is not None:
             return {}, figure_images(figure)
@@ -242,7 +245,8 @@ class SageEngine(PythonEngine):
         # usual kinds of results fills caches of Sage's category framework.
         self.transform("f(x) = x^2\n[1..3]\nR.<t> = QQ[]\n2^3 + 1/2 + 1.5")
         for value in (sa.Integer(2), sa.QQ(1) / 3, sa.SR.var("x") ** 2, sa.RR(1.5)):
-            self.display(value)
+            self.display(value, typeset=True)
+        import sage.repl.ipython_extension  # noqa: F401  (%display: Sage's own magic)
 
     def namespace(self) -> dict[str, Any]:
         return {"__name__": "__main__", "__builtins__": self._builtins}
@@ -264,14 +268,20 @@ class SageEngine(PythonEngine):
         namespace["sleep"] = time.sleep = _sleep_taking_any_real
         from sage.plot.multigraphics import MultiGraphics
 
-        namespace["show"] = lambda obj, **kwargs: show(obj)
+        def typeset(*values: Any, **_options: Any) -> None:
+            for value in values:
+                show(value, typeset=True)
+
+        namespace["show"] = namespace["pretty_print"] = typeset
+        namespace["typeset_mode"] = _typeset_mode  # the Sage notebook's spelling
+        namespace["_salvus_display_magic"] = _display_magic
         Graphics.show = lambda self, **kwargs: show(self)
         MultiGraphics.show = lambda self, **kwargs: show(self)
 
     def transform(self, code: str) -> tuple[str, str]:
         from sage.repl.preparse import preparse_file
 
-        source = preparse_file(code)
+        source = preparse_file(DISPLAY_MAGIC.sub(_display_magic_call, code))
         # The preparser puts the constants it lifted out (_sage_const_2 = ...)
         # on a first line of its own; the other lines match the user's.
         first, _, rest = source.partition("\n")
@@ -279,9 +289,16 @@ class SageEngine(PythonEngine):
             return first, rest
         return "", source
 
-    def display(self, value: Any) -> tuple[dict[str, str], list[Image]]:
+    def display(self, value: Any, typeset: bool = False) -> tuple[dict[str, str], list[Image]]:
+        """As the Sage REPL shows it: text (or ASCII/Unicode art after
+        ``%display ascii_art``); typeset LaTeX only when asked, by ``show()``,
+        ``pretty_print()``, ``%display latex``, ``pretty_print_default()`` or
+        the worksheet's Typeset switch (``typeset``). ``html(...)`` is HTML
+        (the frontend sanitizes it: this process is not trusted)."""
+        from sage.misc.html import HtmlFragment
         from sage.plot.graphics import Graphics
         from sage.plot.multigraphics import MultiGraphics
+        from sage.repl.rich_output import get_display_manager
 
         if isinstance(value, Graphics | MultiGraphics):
             return {}, figure_images(value.matplotlib())
@@ -290,16 +307,51 @@ class SageEngine(PythonEngine):
             return {}, figure_images(figure)
         if _sympy_plot(value):
             return {}, []
-        # Sage's own latex() rather than SageObject._repr_latex_ (which wraps
-        # the same in $\displaystyle$).
-        data = {"text/plain": repr(value)}
-        data.update(_rich(value, methods=(("_repr_html_", "text/html"),)))
-        if _defines(value, "_latex_"):
+        mode = get_display_manager().preferences.text
+        data = {"text/plain": _character_art(value, mode) if mode in ART else repr(value)}
+        if isinstance(value, HtmlFragment):
+            data["text/plain"] = data["text/html"] = str(value)
+        elif (typeset or mode == "latex") and _defines(value, "_latex_"):
+            # Sage's own latex() rather than SageObject._repr_latex_ (which
+            # wraps the same in $\displaystyle$).
             from sage.misc.latex import latex
 
             with contextlib.suppress(Exception):
                 data["text/latex"] = str(latex(value))
         return data, []
+
+
+ART = ("ascii_art", "unicode_art")
+
+# IPython's %display line magic, as Sage's REPL has it: the line becomes a
+# call of the same length in lines, so tracebacks still point at the user's.
+DISPLAY_MAGIC = re.compile(r"^%display\b(.*)$", re.MULTILINE)
+
+
+def _display_magic_call(match: re.Match) -> str:
+    return f"_salvus_display_magic({match.group(1).strip()!r})"
+
+
+def _display_magic(args: str) -> None:
+    from sage.repl.ipython_extension import SageMagics
+
+    SageMagics.display(None, args)  # Sage's own: its modes, checks and messages
+
+
+def _typeset_mode(on: bool = True) -> None:
+    from sage.repl.rich_output import get_display_manager
+
+    get_display_manager().preferences.text = "latex" if on else None
+
+
+def _character_art(value: Any, mode: str) -> str:
+    from sage.typeset import ascii_art, unicode_art
+
+    draw = ascii_art.ascii_art if mode == "ascii_art" else unicode_art.unicode_art
+    try:
+        return str(draw(value))
+    except Exception:
+        return repr(value)
 
 
 ENGINES = {"python": PythonEngine, "sage": SageEngine}

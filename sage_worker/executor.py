@@ -155,11 +155,12 @@ class Executor:
 
     # -- what an execution emits
 
-    def show(self, value: Any) -> None:
-        """Display like the interactive interpreter: None shows nothing."""
+    def show(self, value: Any, typeset: bool = False) -> None:
+        """Display like the interactive interpreter: None shows nothing.
+        ``typeset``: asked for by show() and its kin."""
         if value is None:
             return
-        data, images = self.engine.display(value)
+        data, images = self.engine.display(value, typeset)
         for image in images:
             self.image(*image)
         if data:

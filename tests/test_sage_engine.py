@@ -51,11 +51,47 @@ def test_preparser_and_display_as_in_sage(sage, code, shown):
     assert result.text == shown
 
 
-def test_results_carry_latex(sage):
-    client, session = sage
+def test_a_bare_result_is_the_repls_text_and_typesetting_is_asked_for(sage):
+    client, _ = sage
+    session = client.start()
     data = client.run(session, "sqrt(2)/3").of("result")[0]["data"]
-    assert data["text/plain"] == "1/3*sqrt(2)"
-    assert data["text/latex"] == "\\frac{1}{3} \\, \\sqrt{2}"
+    assert data == {"text/plain": "1/3*sqrt(2)"}  # as the Sage REPL shows it
+    for code in ("show(sqrt(2)/3)", "pretty_print(sqrt(2)/3)",
+                 "%display latex\nsqrt(2)/3", "pretty_print_default(True)\nsqrt(2)/3",
+                 "typeset_mode(True)\nsqrt(2)/3"):
+        data = client.run(session, code).of("result")[0]["data"]
+        assert data["text/latex"] == "\\frac{1}{3} \\, \\sqrt{2}", code
+        client.run(session, "%display default")
+    assert client.run(session, "sqrt(2)/3").of("result")[0]["data"] == {
+        "text/plain": "1/3*sqrt(2)"}
+
+
+@pytest.mark.parametrize("code, shown", [
+    ("latex(x^2)", "x^{2}"),  # the source, not typeset
+    ("Permutations(3).options(display='cycle')\nPermutation([2, 1, 3])", "(1,2)"),
+    ("QQbar.category()", "Category of infinite fields"),
+    ("%display ascii_art\nx^10/3", " 10\nx  \n---\n 3 "),
+    ("%display unicode_art\nmatrix([[1, 2], [3, 4]])", "⎛1 2⎞\n⎝3 4⎠"),
+])
+def test_results_look_as_in_the_sage_repl(sage, code, shown):
+    client, _ = sage
+    session = client.start()
+    result = client.run(session, code)
+    assert result.status == "ok", result.messages
+    assert result.of("result")[-1]["data"] == {"text/plain": shown}
+
+
+def test_display_magic_errors_are_sages_one_line(sage):
+    client, session = sage
+    result = client.run(session, "%display nonsense")
+    assert result.status == "ok"
+    assert "value must be unset (None) or one of" in result.of("stream")[0]["text"]
+
+
+def test_html_is_sent_as_html(sage):
+    client, session = sage
+    data = client.run(session, "html('<b>bold</b>')").of("result")[0]["data"]
+    assert data == {"text/plain": "<b>bold</b>", "text/html": "<b>bold</b>"}
 
 
 def test_show_of_an_expression_typesets(sage):

@@ -687,3 +687,23 @@ def test_a_websocket_the_client_closes_is_hung_up_at_once(stack):
         while chunk := conn.recv(4096):  # until the server's FIN; a timeout fails
             rest += chunk
         assert rest[:1] == b"\x88"  # its close frame came first
+
+
+HOSTILE_HTML = ("class Page:\n    def _repr_html_(self):\n"
+                "        return ('<b>bold</b><script>alert(1)</script>'\n"
+                "                '<img src=x onerror=alert(2)><a href=\"javascript:alert(3)\">a</a>')\n"
+                "Page()")
+
+
+def test_html_from_a_session_reaches_api_and_page_only_inert(stack, browser):
+    web, _ = stack
+    status, answer = post(web, json.dumps({"code": HOSTILE_HTML}).encode())
+    assert status == 200, answer
+    html = answer["result"]["text/html"]
+    assert html.startswith("<b>bold</b>") and '<img src="x">' in html
+    for gone in ("script", "onerror", "javascript"):
+        assert gone not in html
+    page = browser()
+    page.open()
+    result = next(m for m in page.run("h", HOSTILE_HTML) if m["type"] == "result")
+    assert result["data"]["text/html"] == html

@@ -33,6 +33,7 @@ from gevent.event import AsyncResult
 
 from sage_worker import curve, protocol
 from sage_worker.once import OncePerKind
+from web import html
 
 PING_EVERY = 1.0
 # A worker that has not answered a ping for this long is given up; a loaded
@@ -118,6 +119,8 @@ class WorkerLink:
             self.problem(f"invalid:{err.message[:40]}",
                          f"{self.name}: dropped an invalid message ({err.message})")
             return
+        if message["type"] == "result":  # what a session made: its HTML goes inert here
+            message["data"] = html.clean_result(message["data"])
         waiter = self.pending.pop(message.get("re"), None) if message.get("re") else None
         if waiter is not None:
             waiter.set(message)

@@ -124,6 +124,12 @@ function appendResult(cell, data) {
       div.title = data["text/plain"] || "";
     } catch (e) { div.innerHTML = ""; }
   }
+  const html = data["text/html"];
+  if (html && !div.childNodes.length) {
+    // Sanitized by the frontend (web/html.py) before it was sent.
+    div.innerHTML = html;
+    div.classList.add("html");
+  }
   if (!div.childNodes.length) {
     const pre = document.createElement("pre");
     pre.textContent = data["text/plain"] || "";
