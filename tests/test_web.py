@@ -691,7 +691,8 @@ def test_a_websocket_the_client_closes_is_hung_up_at_once(stack):
 
 HOSTILE_HTML = ("class Page:\n    def _repr_html_(self):\n"
                 "        return ('<b>bold</b><script>alert(1)</script>'\n"
-                "                '<img src=x onerror=alert(2)><a href=\"javascript:alert(3)\">a</a>')\n"
+                "                '<img src=x onerror=alert(2)>'\n"
+                "                '<a href=\"javascript:alert(3)\">a</a>')\n"
                 "Page()")
 
 
