@@ -51,6 +51,7 @@ class PythonEngine:
         import matplotlib
 
         matplotlib.use("Agg")
+        import markdown_it  # noqa: F401  (%md cells)
         import matplotlib.pyplot
         import numpy.random  # noqa: F401  (numpy loads it lazily: in every child)
         import sympy  # noqa: F401
@@ -212,6 +213,7 @@ class SageEngine(PythonEngine):
         import matplotlib
 
         matplotlib.use("Agg")
+        import markdown_it  # noqa: F401  (%md cells)
         import numpy.random  # noqa: F401  (numpy loads it lazily: in every child)
 
         # DOT_SAGE (logs, GAP's workspace, caches) in the session's own home:

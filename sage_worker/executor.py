@@ -17,7 +17,7 @@ import sys
 import traceback
 from typing import Any
 
-from sage_worker import interact
+from sage_worker import interact, modes
 from sage_worker.interact import Interacts
 from sage_worker.output import FdPump, OutputLimit, OutputStream, StreamFile, start_background
 
@@ -28,6 +28,10 @@ LIMIT_ERRNOS = {errno.EFBIG, errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENO
 
 
 _UNSET = object()
+
+
+class _AlreadyReported(Exception):
+    """An error the execution already sent in its own words."""
 
 
 class Executor:
@@ -91,6 +95,8 @@ class Executor:
             if status == "interrupted":
                 self.stream.send({"kind": "error", "ename": "KeyboardInterrupt",
                                   "evalue": "", "traceback": "KeyboardInterrupt\n"})
+        except _AlreadyReported:
+            status = "error"
         except BaseException as exc:  # user code may raise anything, SystemExit too
             status = "limit" if _is_limit(exc) else "error"
             self.report(exc, filename)
@@ -99,9 +105,19 @@ class Executor:
         self._finish(status)
 
     def _run(self, code: str, filename: str) -> None:
-        setup, source = self.engine.transform(code)
-        self.transformed = setup != "" or source != code
-        shown = code if setup or source == code else source
+        try:
+            mode, body = modes.split(code)
+        except modes.UnknownMode as exc:
+            self.stream.send({"kind": "error", "ename": "UsageError", "evalue": str(exc),
+                              "traceback": f"UsageError: {exc}\n"})
+            raise _AlreadyReported from None
+        if mode in ("md", "html", "latex"):
+            self.stream.send({"kind": "result", "data": modes.result(mode, body)})
+            return
+        # %python: the line stays (blank), so line numbers still match the cell's
+        setup, source = ("", "\n" + body) if mode == "python" else self.engine.transform(code)
+        self.transformed = mode is None and (setup != "" or source != code)
+        shown = code if setup or source == code or mode == "python" else source
         linecache.cache[filename] = (len(shown), None, shown.splitlines(True), filename)
         if setup:
             exec(compile(setup, filename + " setup", "exec"), self.namespace)

@@ -224,3 +224,33 @@ def test_a_sympy_plot_shows_its_figure_and_nothing_else(sage):
     result = client.run(session, "import sympy\nt = sympy.Symbol('t')\nsympy.plot(t**2)")
     assert result.status == "ok", result.messages
     assert [m["type"] for m in result.messages] == ["image", "done"]
+
+
+@pytest.mark.parametrize("code, data", [
+    ("%md\n# Title\n*some* text", {"text/plain": "# Title\n*some* text",
+                                    "text/html": "<h1>Title</h1>\n<p><em>some</em> text</p>\n"}),
+    ("%html\n<b>bold</b>", {"text/plain": "<b>bold</b>", "text/html": "<b>bold</b>"}),
+    ("%latex\n\\frac{1}{2}", {"text/plain": "\\frac{1}{2}", "text/latex": "\\frac{1}{2}"}),
+    ("%python\n2^3", {"text/plain": "1"}),  # plain Python: ^ is xor
+])
+def test_cell_modes(sage, code, data):
+    client, session = sage
+    result = client.run(session, code)
+    assert result.status == "ok", result.messages
+    assert result.of("result")[0]["data"] == data
+
+
+def test_python_mode_errors_point_at_the_users_line(sage):
+    client, session = sage
+    error = client.run(session, "%python\nvalue = 1\nvalue / 0").of("error")[0]
+    assert error["ename"] == "ZeroDivisionError"
+    assert "line 3" in error["traceback"] and "value / 0" in error["traceback"]
+
+
+def test_an_unknown_cell_mode_is_named_with_the_ones_there_are(sage):
+    client, session = sage
+    result = client.run(session, "%mdx\nhello")
+    assert result.status == "error"
+    error = result.of("error")[0]
+    assert error["ename"] == "UsageError" and "%mdx" in error["evalue"]
+    assert "%md, %html, %latex, %python" in error["evalue"]
