@@ -17,7 +17,7 @@ import sys
 import traceback
 from typing import Any
 
-from sage_worker import interact, modes
+from sage_worker import interact, introspect, modes
 from sage_worker.interact import Interacts
 from sage_worker.output import FdPump, OutputLimit, OutputStream, StreamFile, start_background
 
@@ -52,6 +52,8 @@ class Executor:
         engine.prepare_child(self.namespace, self.show)
         self.interacts = Interacts(self.namespace, self._announce_interact, self._run_interact)
         self.namespace.update(interact.NAMES, interact=self.interacts.decorator)
+        self.namespace[introspect.HELP_CALL] = self._help
+        self.namespace["help"] = self._help_function
         signal.signal(signal.SIGINT, self._on_interrupt)
         start_background(self.stream, self.pump)
 
@@ -115,7 +117,8 @@ class Executor:
             self.stream.send({"kind": "result", "data": modes.result(mode, body)})
             return
         # %python: the line stays (blank), so line numbers still match the cell's
-        setup, source = ("", "\n" + body) if mode == "python" else self.engine.transform(code)
+        setup, source = ("", "\n" + introspect.transform(body)) if mode == "python" \
+            else self.engine.transform(introspect.transform(code))
         self.transformed = mode is None and (setup != "" or source != code)
         shown = code if setup or source == code or mode == "python" else source
         linecache.cache[filename] = (len(shown), None, shown.splitlines(True), filename)
@@ -149,6 +152,20 @@ class Executor:
             status = "limit" if self.stream.exceeded else status
         self.stream.send({"kind": "done", "status": status})
         self.stream.execution = None
+
+    # -- help
+
+    def _help(self, value: Any, name: str, source: bool) -> None:
+        text = introspect.describe(value, name, source)
+        self.stream.send({"kind": "result", "data": {"text/plain": text}})
+
+    def _help_function(self, *args: Any) -> None:
+        """help(x) as x?; help() alone says so (no interactive help here)."""
+        if not args:
+            print("Type NAME? for help on NAME, NAME?? for its source.")
+            return
+        value = args[0]
+        self._help(value, getattr(value, "__name__", type(value).__name__), False)
 
     # -- interacts
 

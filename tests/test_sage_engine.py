@@ -254,3 +254,19 @@ def test_an_unknown_cell_mode_is_named_with_the_ones_there_are(sage):
     error = result.of("error")[0]
     assert error["ename"] == "UsageError" and "%mdx" in error["evalue"]
     assert "%md, %html, %latex, %python" in error["evalue"]
+
+
+def test_help_shows_signature_and_docstring_and_source(sage):
+    client, session = sage
+    asked = client.run(session, "factor?").text
+    assert asked.startswith("Signature: factor(n, proof=None")
+    assert "Docstring:" in asked and "Return the factorization" in asked
+    assert "``" not in asked  # Sage's reST, made into its REPL's text
+    assert client.run(session, "help(factor)").text == asked
+    assert client.run(session, "?factor").text == asked
+    source = client.run(session, "factor??").text
+    assert "Source:\ndef factor(n, proof=None" in source
+    method = client.run(session, "ZZ.random_element?").text
+    assert "Signature: random_element(" in method
+    missing = client.run(session, "no_such_name?")
+    assert missing.status == "error" and missing.of("error")[0]["ename"] == "NameError"

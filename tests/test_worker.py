@@ -393,3 +393,9 @@ def test_more_control_spellings(client, session):
     assert controls["b"]["labels"] == ["0", "10", "20", "30", "40"]
     assert controls["e"]["label"] == "flag"
     assert result.stdout == "red 0 2 y False\n"
+
+
+def test_help_on_a_name_in_plain_python(client, session):
+    shown = client.run(session, "import json\njson.dumps?").text
+    assert shown.startswith("Signature: dumps(obj, *") and "Docstring:" in shown
+    assert "def greet" in client.run(session, "def greet(who):\n    return who\ngreet??").text

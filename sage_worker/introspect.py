@@ -1,0 +1,98 @@
+"""Help on a name, as IPython and Sage's REPL give it: ``factor?`` shows the
+signature and docstring, ``factor??`` the source, ``help(factor)`` the same
+as ``factor?``.
+
+A line that is only ``NAME?`` or ``NAME??`` (or ``?NAME``), NAME a dotted
+name, becomes a call of the same length in lines before any other transform,
+so tracebacks keep pointing at the user's lines. Sage's docstrings are reST:
+with Sage loaded its own ``sage_getdoc`` turns them into the clean text its
+REPL prints.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sys
+from typing import Any
+
+HELP_CALL = "_salvus_help"
+_NAME = r"[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*"
+HELP_LINE = re.compile(rf"^(?P<indent>[ \t]*)(?:(?P<name>{_NAME})(?P<marks>\?\??)"
+                       rf"|(?P<pre>\?\??)(?P<prename>{_NAME}))[ \t]*$", re.MULTILINE)
+
+
+def transform(code: str) -> str:
+    return HELP_LINE.sub(_call, code)
+
+
+def _call(match: re.Match) -> str:
+    name = match.group("name") or match.group("prename")
+    source = (match.group("marks") or match.group("pre")) == "??"
+    return f"{match.group('indent')}{HELP_CALL}({name}, {name!r}, {source})"
+
+
+def describe(value: Any, name: str, source: bool = False) -> str:
+    """The help text on ``value``, known to the user as ``name``."""
+    rows = []
+    signature = _signature(value, name)
+    if signature:
+        rows.append(f"Signature: {signature}")
+    rows.append(f"Type:      {type(value).__name__}")
+    where = _file(value)
+    if where:
+        rows.append(f"File:      {where}")
+    if source:
+        text = _source(value)
+        rows += ["Source:", text] if text else ["Source:   (not available)"]
+    else:
+        text = _doc(value)
+        rows += ["Docstring:", text] if text else ["Docstring: (none)"]
+    return "\n".join(rows).rstrip() + "\n"
+
+
+def _sage() -> Any:
+    return sys.modules.get("sage.misc.sageinspect")
+
+
+def _signature(value: Any, name: str) -> str | None:
+    sage = _sage()
+    try:
+        if not callable(value):
+            return None
+        if sage is not None:
+            signature = sage.sage_getdef(value, name.rsplit(".", 1)[-1])
+            return None if not signature or "[noargspec]" in signature else signature
+        return f"{name.rsplit('.', 1)[-1]}{inspect.signature(value)}"
+    except Exception:
+        return None
+
+
+def _doc(value: Any) -> str | None:
+    sage = _sage()
+    try:
+        if sage is not None:
+            return sage.sage_getdoc(value).rstrip() or None
+        return inspect.getdoc(value)
+    except Exception:
+        return None
+
+
+def _source(value: Any) -> str | None:
+    sage = _sage()
+    try:
+        if sage is not None:
+            return sage.sage_getsource(value)
+        return inspect.getsource(value)
+    except Exception:
+        return None
+
+
+def _file(value: Any) -> str | None:
+    sage = _sage()
+    try:
+        if sage is not None:
+            return sage.sage_getfile(value) or None
+        return inspect.getfile(value)
+    except Exception:
+        return None
