@@ -69,6 +69,8 @@ class Executor:
                 return
             if request.get("op") == "execute":
                 self.execute(request["execution"], request["code"])
+            elif request.get("op") == "complete":
+                self.complete(request["execution"], request["code"], request["cursor"])
             elif request.get("op") == "interact":
                 self.execute(request["execution"], None, request["interact"],
                              request["values"])
@@ -152,6 +154,27 @@ class Executor:
             status = "limit" if self.stream.exceeded else status
         self.stream.send({"kind": "done", "status": status})
         self.stream.execution = None
+
+    # -- completion
+
+    def complete(self, execution: str, code: str, cursor: int) -> None:
+        """The names that complete the one before ``cursor``: a completions
+        message, then done. Looking up attributes may run code (properties),
+        so it is interruptible and under the wall time like any execution."""
+        self.stream.begin(execution)
+        status = "ok"
+        try:
+            self.executing = True
+            matches, start, end = introspect.complete(self.namespace, code, cursor)
+            self.stream.send({"kind": "completions", "matches": matches, "start": start,
+                              "end": end})
+        except KeyboardInterrupt:
+            status = "interrupted"
+        except Exception:
+            status = "error"
+        finally:
+            self.executing = False
+        self._finish(status)
 
     # -- help
 

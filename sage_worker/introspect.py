@@ -12,6 +12,7 @@ REPL prints.
 from __future__ import annotations
 
 import inspect
+import keyword
 import re
 import sys
 from typing import Any
@@ -96,3 +97,48 @@ def _file(value: Any) -> str | None:
         return inspect.getfile(value)
     except Exception:
         return None
+
+
+# ------------------------------------------------------------ completion
+
+_TOKEN = re.compile(r"[A-Za-z_][\w.]*$")
+MAX_MATCHES = 200
+
+
+def complete(namespace: dict[str, Any], code: str, cursor: int) -> tuple[list[str], int, int]:
+    """Names that complete the dotted name before ``cursor``: (matches, start,
+    end), the matches replacing code[start:end]. Attributes come from the live
+    object (``dir``), reached by name and getattr only: nothing else of the
+    code is evaluated. Private names only when asked for (``x._``)."""
+    token = _TOKEN.search(code[:cursor])
+    if token is None:
+        return [], cursor, cursor
+    base, dot, prefix = token.group().rpartition(".")
+    if dot:
+        found = _lookup(namespace, base)
+        names = dir(found) if found is not _MISSING else []
+    else:
+        builtins = namespace.get("__builtins__", {})
+        names = [*namespace, *(builtins if isinstance(builtins, dict) else vars(builtins)),
+                 *keyword.kwlist]
+    matches = sorted({n for n in names if n.startswith(prefix)
+                      and (prefix.startswith("_") or not n.startswith("_"))})
+    return matches[:MAX_MATCHES], cursor - len(prefix), cursor
+
+
+_MISSING = object()
+
+
+def _lookup(namespace: dict[str, Any], dotted: str) -> Any:
+    first, *rest = dotted.split(".")
+    builtins = namespace.get("__builtins__", {})
+    builtins = builtins if isinstance(builtins, dict) else vars(builtins)
+    value = namespace.get(first, builtins.get(first, _MISSING))
+    for name in rest:
+        if value is _MISSING:
+            break
+        try:
+            value = getattr(value, name)
+        except Exception:
+            return _MISSING
+    return value

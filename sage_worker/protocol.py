@@ -24,11 +24,14 @@ MAX_REQUEST_BYTES = 1 << 20  # a request larger than this is refused unread
 MAX_ID_LENGTH = 64
 
 DONE_STATUSES = ("ok", "error", "interrupted", "timeout", "limit", "killed")
-OUTPUT_TYPES = ("stream", "result", "image", "error", "notice", "done", "interact")
+OUTPUT_TYPES = ("stream", "result", "image", "error", "notice", "done", "interact",
+                "completions")
 # What an output may be shown as; anything else is refused where it enters.
 IMAGE_MIMES = ("image/png", "image/svg+xml")
 RESULT_MIMES = ("text/plain", "text/latex", "text/html")
 MAX_CONTROLS = 100
+MAX_COMPLETIONS = 200  # names offered for one completion, at most
+MAX_CODE_FOR_COMPLETION = 64 << 10  # completion looks at the code before the cursor
 SHA1_HEX = 40
 
 # request type -> {field: type} of required fields
@@ -41,6 +44,7 @@ REQUESTS: dict[str, dict[str, type]] = {
     "end": {"session": str},
     "interact": {"session": str, "execution": str, "interact": str, "values": dict},
     "claim": {"sessions": list},
+    "complete": {"session": str, "execution": str, "code": str, "cursor": int},
 }
 
 
@@ -88,6 +92,10 @@ def parse_request(frames: list[bytes]) -> dict[str, Any]:
                                 f"{MAX_ID_LENGTH} characters", re)
     if kind == "claim" and not all(_is_id(s) for s in request["sessions"]):
         raise ProtocolError("bad_field", "claim: 'sessions' must be a list of session ids", re)
+    if kind == "complete" and not (0 <= request["cursor"] <= len(request["code"])
+                                   <= MAX_CODE_FOR_COMPLETION):
+        raise ProtocolError("bad_field", "complete: 'cursor' must be within 'code' (at most "
+                            f"{MAX_CODE_FOR_COMPLETION} characters)", re)
     return request
 
 
@@ -162,6 +170,12 @@ def check_output(kind: str, fields: dict[str, Any], blob: bytes | None) -> None:
         if not (isinstance(interact, str) and isinstance(controls, list)
                 and len(controls) <= MAX_CONTROLS and all(map(_is_control, controls))):
             raise _bad(kind, "needs its id and a list of controls")
+    elif kind == "completions":
+        matches, start, end = (fields.get(k) for k in ("matches", "start", "end"))
+        if not (_is_texts(matches) and len(matches) <= MAX_COMPLETIONS
+                and all(0 < len(m) <= 200 for m in matches)
+                and type(start) is int and type(end) is int and 0 <= start <= end):
+            raise _bad(kind, f"needs matches (at most {MAX_COMPLETIONS} names), start, end")
     else:
         raise _bad(str(kind)[:40], "unknown output type")
 

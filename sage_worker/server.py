@@ -49,7 +49,7 @@ MAX_QUEUE = 100
 OUTPUT_FIELDS = {
     "stream": ("name", "text"), "result": ("data",), "image": ("mime", "size", "sha1", "width"),
     "error": ("ename", "evalue", "traceback"), "notice": ("text",), "done": ("status",),
-    "interact": ("interact", "controls"),
+    "interact": ("interact", "controls"), "completions": ("matches", "start", "end"),
 }
 # Messages queued in ZeroMQ for one client before the worker holds back; a
 # message is at most one 64 KiB output chunk or one image.
@@ -334,6 +334,13 @@ class Worker:
                                 f"no session {request['session']!r} on this worker", re)
         if kind in ("execute", "interact"):
             self._execute(session, identity, request, re)
+        elif kind == "complete":
+            # Completion runs in the session, between executions: a session
+            # that is computing cannot look at its names (nor can Jupyter's).
+            if session.state is not State.IDLE or session.queue:
+                raise ProtocolError("busy", "the session is running; complete when it is "
+                                    "idle", re)
+            self._execute(session, identity, request, re)
         elif kind == "interrupt":
             self._interrupt(session)
             self._send(identity, protocol.reply("interrupting", re, session=session.id))
@@ -540,7 +547,8 @@ class Worker:
             raise ProtocolError("queue_full", f"{MAX_QUEUE} executions are already waiting "
                                 "in this session", re)
         session.queue.append(Execution(identity, request["execution"], request.get("code"),
-                                       request.get("interact"), request.get("values")))
+                                       request.get("interact"), request.get("values"),
+                                       request.get("cursor")))
         session.owner = identity
         self._next(session)
 
@@ -553,7 +561,10 @@ class Worker:
         self.running.add(session)
         session.set_state(State.BUSY)
         try:
-            if execution.interact is None:
+            if execution.cursor is not None:
+                request = {"op": "complete", "execution": execution.id, "code": execution.code,
+                           "cursor": execution.cursor}
+            elif execution.interact is None:
                 request = {"op": "execute", "execution": execution.id, "code": execution.code}
             else:
                 request = {"op": "interact", "execution": execution.id,

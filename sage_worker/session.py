@@ -34,6 +34,7 @@ class Execution:
     code: str | None
     interact: str | None = None  # an interact's re-run: its id and the control values
     values: dict | None = None
+    cursor: int | None = None  # a completion of the code at this position, not a run
     deadline: float = 0.0  # wall-time limit (monotonic)
     timed_out: bool = False
     kill_at: float | None = None  # when an interrupt that did not work turns into a kill

@@ -270,3 +270,11 @@ def test_help_shows_signature_and_docstring_and_source(sage):
     assert "Signature: random_element(" in method
     missing = client.run(session, "no_such_name?")
     assert missing.status == "error" and missing.of("error")[0]["ename"] == "NameError"
+
+
+def test_completion_knows_sages_names(sage):
+    client, session = sage
+    names = client.complete(session, "facto").of("completions")[0]["matches"]
+    assert "factor" in names and "factorial" in names
+    assert "random_element" in client.complete(session, "ZZ.random_e").of(
+        "completions")[0]["matches"]

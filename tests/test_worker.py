@@ -399,3 +399,33 @@ def test_help_on_a_name_in_plain_python(client, session):
     shown = client.run(session, "import json\njson.dumps?").text
     assert shown.startswith("Signature: dumps(obj, *") and "Docstring:" in shown
     assert "def greet" in client.run(session, "def greet(who):\n    return who\ngreet??").text
+
+
+def test_completion_offers_names_and_attributes_of_the_live_session(client, session):
+    client.run(session, "import math\nradius = 2\nclass Box:\n    width = 1\n    _inner = 2\n"
+                        "box = Box()")
+    names = client.complete(session, "x = rad").of("completions")[0]
+    assert names["matches"] == ["radius"] and (names["start"], names["end"]) == (4, 7)
+    attributes = client.complete(session, "math.sq").of("completions")[0]
+    assert attributes["matches"] == ["sqrt"]
+    assert client.complete(session, "box.").of("completions")[0]["matches"] == ["width"]
+    private = client.complete(session, "box._in").of("completions")[0]["matches"]
+    assert private == ["_inner"]
+    middle = client.complete(session, "len(rad) + 1", cursor=7).of("completions")[0]
+    assert middle["matches"] == ["radius"] and middle["start"] == 4
+    keyword = client.complete(session, "whi").of("completions")[0]["matches"]
+    assert keyword == ["while"]
+    assert client.complete(session, "nothing_like_this.x").of("completions")[0]["matches"] == []
+    assert client.run(session, "radius + 1").text == "3"  # the session carries on
+
+
+def test_completion_while_a_cell_runs_is_refused_as_busy(client, session):
+    execution = client.execute(session, "import time\ntime.sleep(2)")
+    with pytest.raises(AssertionError, match="busy"):
+        client.complete(session, "ti")
+    assert client.collect(execution)[-1][0]["status"] == "ok"
+
+
+def test_a_bad_cursor_is_refused(client, session):
+    reply = client.request("complete", session=session, execution="c", code="abc", cursor=9)
+    assert reply["type"] == "error" and reply["code"] == "bad_field"

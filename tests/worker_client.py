@@ -186,6 +186,13 @@ class Client:
     def run(self, session: str, code: str, timeout: float = 60) -> Result:
         return Result(self.collect(self.execute(session, code), timeout))
 
+    def complete(self, session: str, code: str, cursor: int | None = None) -> Result:
+        execution = f"c{next(_ids)}"
+        self.sock.send_multipart(protocol.request(
+            "complete", f"r{next(_ids)}", session=session, execution=execution, code=code,
+            cursor=len(code) if cursor is None else cursor))
+        return Result(self.collect(execution, 30))
+
 
 class Result:
     def __init__(self, messages: list[tuple[dict, bytes | None]]):
