@@ -113,9 +113,46 @@ def test_matplotlib_and_sage_plots_appear(page):
                  timeout=10, what="the image to load")
 
 
-def test_latex_is_typeset(page):
+def test_results_are_sages_text_and_show_typesets(page):
     run_cell(page, "integrate(x^2, x)", 0)
-    expect(cell(page, 0).locator(".katex")).to_have_count(1)
+    expect(result(page, 0)).to_have_attribute("data-plain", "1/3*x^3")
+    expect(cell(page, 0).locator(".katex")).to_have_count(0)
+    expect(result(page, 0).locator("pre")).to_have_text("1/3*x^3")
+    run_cell(page, "show(integrate(x^2, x))", 1)
+    expect(cell(page, 1).locator(".katex")).to_have_count(1)
+
+
+def test_markdown_and_html_cells_render_and_scripts_do_not_run(page):
+    run_cell(page, "%md\n# Notes\n*Euler*: $e^{i\\pi}+1=0$\n\n| a | b |\n|---|---|\n| 1 | 2 |", 0)
+    expect(cell(page, 0).locator(".result h1")).to_have_text("Notes")
+    expect(cell(page, 0).locator(".result table td").first).to_have_text("1")
+    expect(cell(page, 0).locator(".result .katex")).to_have_count(1)  # the formula
+    run_cell(page, "%html\n<b id=bold>bold</b><img src=x onerror=\"document.title='owned'\">"
+                   "<script>document.title='owned'</script>", 1)
+    expect(cell(page, 1).locator(".result b")).to_have_text("bold")
+    assert cell(page, 1).locator("script").count() == 0
+    assert page.title() != "owned"
+
+
+def test_tab_completes_from_the_live_session_and_help_shows_the_docstring(page):
+    run_cell(page, "radius_of_circle = 3\nradius_of_sphere = 4", 0)
+    page.keyboard.type("radius_of_c")
+    page.keyboard.press("Tab")  # one match: put in at once
+    editor = cell(page, 1).locator(".CodeMirror")
+    expect(editor.locator(".CodeMirror-line")).to_have_text("radius_of_circle")
+    page.keyboard.type(" + radius_of_")
+    page.keyboard.press("Tab")  # two: a popup to choose from
+    expect(page.locator(".CodeMirror-hints li")).to_have_text(["radius_of_circle",
+                                                               "radius_of_sphere"])
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Enter")
+    expect(editor.locator(".CodeMirror-line")).to_have_text(
+        "radius_of_circle + radius_of_sphere")
+    page.keyboard.press("Shift+Enter")
+    expect(result(page, 1)).to_have_attribute("data-plain", "7")
+    run_cell(page, "factor?", 2)
+    expect(result(page, 2).locator("pre")).to_contain_text("Signature: factor(n")
+    expect(result(page, 2).locator("pre")).to_contain_text("Return the factorization")
 
 
 def test_error_shows_a_traceback(page):

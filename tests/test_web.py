@@ -708,3 +708,26 @@ def test_html_from_a_session_reaches_api_and_page_only_inert(stack, browser):
     page.open()
     result = next(m for m in page.run("h", HOSTILE_HTML) if m["type"] == "result")
     assert result["data"]["text/html"] == html
+
+
+def test_completions_go_to_the_page_that_asked_and_not_into_the_log(stack, browser):
+    page = browser()
+    opened = page.open()
+    page.send(type="complete", cell="a", code="pri")
+    none_yet = page.receive()
+    assert none_yet == {"type": "completions", "cell": "a", "prefix": "", "matches": []}
+    page.run("a", "radius = 2\nimport math")
+    page.send(type="complete", cell="b", code="x = math.sq")
+    answer = page.receive()
+    assert answer == {"type": "completions", "cell": "b", "prefix": "sq", "matches": ["sqrt"]}
+    page.send(type="complete", cell="b", code="rad")
+    assert page.receive()["matches"] == ["radius"]
+    page.run("c", "1")  # after the completions in time
+    again = browser(page.cookie)
+    assert again.open(opened["session"])["type"] == "attached"
+    replayed = []  # the whole log, replayed
+    while not (replayed and replayed[-1].get("cell") == "c"
+               and replayed[-1]["type"] == "done"):
+        replayed.append(again.receive(10))
+    assert [m["type"] for m in replayed if m.get("cell") == "a"][-1] == "done"
+    assert all(m["type"] != "completions" for m in replayed)

@@ -38,6 +38,9 @@ DIRECT_LIMIT = 64  # replies (attached, pong, errors) waiting for one websocket
 BATCH_BYTES = 256 << 10  # what one write to a websocket carries at most
 LEAVE_GRACE = 15.0  # seconds a session whose tab was closed waits for a reload
 RESTART_EVERY = 1.0  # seconds between two restarts of one session
+# Of the code before the cursor, what goes to the worker for a completion: the
+# name being completed is at its end.
+COMPLETION_CONTEXT = 4096
 
 
 class NoWorker(Exception):
@@ -152,6 +155,8 @@ class Session:
         self.restart_after = 0.0
         self.image_bytes = 0
         self.starting = Semaphore()
+        # completion requests in flight: execution -> (connection, answer, code)
+        self.completions: dict[str, tuple] = {}
 
     # -- messages to browsers
 
@@ -238,12 +243,42 @@ class Session:
         except WorkerUnavailable as exc:
             self._finish(execution, "killed", str(exc))
 
+    def complete(self, connection: Connection, cell: str, before_cursor: str) -> None:
+        """Names completing the one before the cursor, for the page that asked
+        (never into the log: no other page wants them). No session yet, or a
+        busy one: no names."""
+        answer = {"type": "completions", "cell": cell, "prefix": "", "matches": []}
+        code = before_cursor[-COMPLETION_CONTEXT:]
+        if not (self.worker_session and self.link and self.link.alive):
+            connection.send(answer)
+            return
+        execution = self._next_execution()
+        self.completions[execution] = (connection, answer, code)
+        try:
+            self.link.send("complete", f"{self.id}|{execution}", session=self.worker_session,
+                           execution=execution, code=code, cursor=len(code))
+        except WorkerUnavailable:
+            self._answer_completion(execution)
+
+    def _answer_completion(self, execution: str, matches: list[str] | None = None,
+                           start: int = 0, end: int = 0) -> None:
+        pending = self.completions.pop(execution, None)
+        if pending is None:
+            return
+        connection, answer, code = pending
+        if matches:
+            answer.update(matches=matches, prefix=code[start:end])
+        connection.send(answer)
+
     def _next_execution(self) -> str:
         """A short id (the worker takes ids of at most 64 characters, and the
         request that carries it adds the session's): the cell is mapped here."""
         return f"e{next(self.counter)}"
 
     def execute_refused(self, execution: str, message: dict) -> None:
+        if execution in self.completions:  # busy: no names this time
+            self._answer_completion(execution)
+            return
         if message.get("code") == "no_such_session":
             self.worker_session = None
         self._finish(execution, "killed", f"The worker refused it: {message['message']}")
@@ -288,6 +323,13 @@ class Session:
             self.worker_session = None
             self._lose(f"The session ended ({message.get('reason')}); the next run starts "
                        "a fresh one.")
+            return
+        if message.get("execution") in self.completions:
+            if kind == "completions":
+                self._answer_completion(message["execution"], message["matches"],
+                                        message["start"], message["end"])
+            elif kind == "done":
+                self._answer_completion(message["execution"])
             return
         cell = self.executions.get(message.get("execution", ""))
         if cell is None:
@@ -353,6 +395,8 @@ class Session:
                 self._finish(state["execution"], "killed", why)
         for execution in list(self.interact_runs):
             self._finish(execution, "killed", why)
+        for execution in list(self.completions):
+            self._answer_completion(execution)
         self.publish({"type": "session_status", "state": "lost", "reason": why})
 
     def give_up_place(self) -> None:

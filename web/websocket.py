@@ -86,6 +86,8 @@ def _dispatch(message: dict, connection: Connection, session: Session | None,
         session.restart()
     elif kind == "interact":
         session.interact(message["cell"], message["interact"], message["values"])
+    elif kind == "complete":
+        session.complete(connection, message["cell"], message["code"])
     elif kind == "leave":
         session.left = True  # its tab is closing: free its place soon unless it reloads
     return session

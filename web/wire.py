@@ -23,6 +23,7 @@ REQUESTS: dict[str, dict[str, tuple[type, bool]]] = {
     "ping": {},
     "interact": {"cell": (str, True), "interact": (str, True), "values": (dict, True)},
     "leave": {},
+    "complete": {"cell": (str, True), "code": (str, True)},  # code: the cell up to the cursor
 }
 MAX_VALUES = 100  # controls of one interact
 
@@ -68,7 +69,7 @@ def parse(frame: str | bytes) -> dict[str, Any]:
     if kind == "interact" and not _flat_values(message["values"]):
         raise WireError("bad_field", f"interact: 'values' must map at most {MAX_VALUES} "
                         "control names to numbers, text or true/false")
-    if kind == "execute" and len(message["code"]) > MAX_CODE:
+    if kind in ("execute", "complete") and len(message["code"]) > MAX_CODE:
         raise WireError("too_large", f"cell of {len(message['code'])} characters; the "
                         f"limit is {MAX_CODE}")
     return message

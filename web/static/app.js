@@ -40,8 +40,13 @@ function addCell(afterId, code = "", id = newId()) {
       "Shift-Enter": () => { run(id); focusNext(id); },
       "Ctrl-Enter": () => run(id),
       "Alt-Enter": () => { state.cells.get(addCell(id)).editor.focus(); },
-      "Tab": (cm) => cm.somethingSelected() ? cm.indentSelection("add")
-                                            : cm.replaceSelection("    "),
+      "Tab": (cm) => {
+        if (cm.somethingSelected()) return cm.indentSelection("add");
+        const before = cm.getLine(cm.getCursor().line).slice(0, cm.getCursor().ch);
+        if (/[\w.]$/.test(before)) return complete(cm, id);
+        cm.replaceSelection("    ");
+      },
+      "Ctrl-Space": (cm) => complete(cm, id),
     },
   });
   editor.on("focus", () => {
@@ -111,6 +116,34 @@ function appendStream(cell, name, text) {
   cell.out.scrollTop = cell.out.scrollHeight;
 }
 
+// $...$ and $$...$$ in HTML results (a %md cell's formulas) become KaTeX,
+// outside code; what KaTeX cannot parse stays as written.
+const MATH = /\$\$([^$]+)\$\$|\$([^$\n]+)\$/g;
+
+function typesetMath(root) {
+  if (!window.katex) return;
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT, {
+    acceptNode: (node) => node.parentElement.closest("code, pre")
+      ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT });
+  const texts = [];
+  while (walker.nextNode()) if (walker.currentNode.data.search(MATH) !== -1) texts.push(walker.currentNode);
+  for (const text of texts) {
+    const parts = document.createDocumentFragment();
+    let last = 0;
+    for (const match of text.data.matchAll(MATH)) {
+      parts.append(text.data.slice(last, match.index));
+      const span = document.createElement("span");
+      try {
+        katex.render(match[1] || match[2], span, { displayMode: !!match[1], throwOnError: true });
+      } catch (e) { span.textContent = match[0]; }
+      parts.append(span);
+      last = match.index + match[0].length;
+    }
+    parts.append(text.data.slice(last));
+    text.replaceWith(parts);
+  }
+}
+
 function appendResult(cell, data) {
   const div = document.createElement("div");
   div.className = "result";
@@ -129,6 +162,7 @@ function appendResult(cell, data) {
     // Sanitized by the frontend (web/html.py) before it was sent.
     div.innerHTML = html;
     div.classList.add("html");
+    typesetMath(div);
   }
   if (!div.childNodes.length) {
     const pre = document.createElement("pre");
@@ -330,6 +364,30 @@ function render(target, message) {
   }
 }
 
+// ------------------------------------------------------------------ completion
+
+// Names from the live session for the name before the cursor (Tab, Ctrl-Space):
+// the answer goes to this page only; a popup offers them (one is put in).
+const completing = new Map();  // cell id -> the editor waiting for names
+
+function complete(cm, id) {
+  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+  completing.set(id, cm);
+  state.ws.send(JSON.stringify({ type: "complete", cell: id,
+                                 code: cm.getRange(CodeMirror.Pos(0, 0), cm.getCursor()) }));
+}
+
+function completed(message) {
+  const cm = completing.get(message.cell);
+  completing.delete(message.cell);
+  if (!cm || !message.matches.length) return;
+  const to = cm.getCursor();
+  const from = CodeMirror.Pos(to.line, to.ch - message.prefix.length);
+  if (cm.getRange(from, to) !== message.prefix) return;  // typed on meanwhile
+  cm.showHint({ completeSingle: true,
+                hint: () => ({ list: message.matches, from, to }) });
+}
+
 // ------------------------------------------------------------------ connection
 
 function send(message) {
@@ -358,6 +416,7 @@ function connect() {
       return;
     }
     if (message.type === "pong") return;
+    if (message.type === "completions") return completed(message);
     if (message.type === "gap") return setStatus("reconnecting", message.text);
     apply(message);
   };
