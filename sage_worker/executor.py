@@ -68,7 +68,9 @@ class Executor:
             if request is None:
                 return
             if request.get("op") == "execute":
-                self.execute(request["execution"], request["code"])
+                self.execute(request["execution"], request["code"],
+                             typeset=request.get("typeset") is True,
+                             python=request.get("language") == "python")
             elif request.get("op") == "complete":
                 self.complete(request["execution"], request["code"], request["cursor"])
             elif request.get("op") == "interact":
@@ -78,8 +80,11 @@ class Executor:
     # -- one execution
 
     def execute(self, execution: str, code: str | None, interact_id: str | None = None,
-                values: dict | None = None) -> None:
-        """Run a cell's code, or (code None) an interact's function with new values."""
+                values: dict | None = None, typeset: bool = False,
+                python: bool = False) -> None:
+        """Run a cell's code, or (code None) an interact's function with new
+        values. ``typeset``: its result typeset (the worksheet's switch);
+        ``python``: a cell without a mode line is plain Python."""
         self.count += 1
         filename = f"<cell {self.count}>"
         self.stream.begin(execution)
@@ -89,7 +94,7 @@ class Executor:
             if code is None:
                 self.interacts.update(interact_id, values or {})
             else:
-                self._run(code, filename)
+                self._run(code, filename, typeset, python)
             for image in self.engine.figures():
                 self.image(*image)
         except OutputLimit:
@@ -108,7 +113,8 @@ class Executor:
             self.executing = False
         self._finish(status)
 
-    def _run(self, code: str, filename: str) -> None:
+    def _run(self, code: str, filename: str, typeset: bool = False,
+             python: bool = False) -> None:
         try:
             mode, body = modes.split(code)
         except modes.UnknownMode as exc:
@@ -118,11 +124,15 @@ class Executor:
         if mode in ("md", "html", "latex"):
             self.stream.send({"kind": "result", "data": modes.result(mode, body)})
             return
-        # %python: the line stays (blank), so line numbers still match the cell's
-        setup, source = ("", "\n" + introspect.transform(body)) if mode == "python" \
-            else self.engine.transform(introspect.transform(code))
-        self.transformed = mode is None and (setup != "" or source != code)
-        shown = code if setup or source == code or mode == "python" else source
+        plain = mode == "python" or (mode is None and python)  # no Sage preparser
+        if mode == "python":  # its line stays (blank): line numbers match the cell's
+            setup, source = "", "\n" + introspect.transform(body)
+        elif plain:
+            setup, source = "", introspect.transform(code)
+        else:
+            setup, source = self.engine.transform(introspect.transform(code))
+        self.transformed = not plain and (setup != "" or source != code)
+        shown = code if setup or source == code or plain else source
         linecache.cache[filename] = (len(shown), None, shown.splitlines(True), filename)
         if setup:
             exec(compile(setup, filename + " setup", "exec"), self.namespace)
@@ -132,7 +142,7 @@ class Executor:
         if last is not None:
             value = eval(compile(ast.Expression(last.value), filename, "eval"), self.namespace)
             self._remember(value)
-            self.show(value)
+            self.show(value, typeset)
 
     def _remember(self, value: Any) -> None:
         """``_``, ``__`` and ``___``: the last three results, as in the REPL.

@@ -92,11 +92,26 @@ def parse_request(frames: list[bytes]) -> dict[str, Any]:
                                 f"{MAX_ID_LENGTH} characters", re)
     if kind == "claim" and not all(_is_id(s) for s in request["sessions"]):
         raise ProtocolError("bad_field", "claim: 'sessions' must be a list of session ids", re)
+    if kind == "execute":
+        _check_execute_options(request, re)
     if kind == "complete" and not (0 <= request["cursor"] <= len(request["code"])
                                    <= MAX_CODE_FOR_COMPLETION):
         raise ProtocolError("bad_field", "complete: 'cursor' must be within 'code' (at most "
                             f"{MAX_CODE_FOR_COMPLETION} characters)", re)
     return request
+
+
+LANGUAGES = ("sage", "python")  # how a Sage session reads a cell: preparsed, or plain
+
+
+def _check_execute_options(request: dict[str, Any], re: str) -> None:
+    """execute's optional fields: ``typeset`` (typeset the result, as show()
+    does) and ``language`` (``python``: no Sage preparser, as %python)."""
+    if not isinstance(request.get("typeset", False), bool):
+        raise ProtocolError("bad_field", "execute: 'typeset' must be true or false", re)
+    if request.get("language", "sage") not in LANGUAGES:
+        raise ProtocolError("bad_field", "execute: 'language' must be one of "
+                            + ", ".join(LANGUAGES), re)
 
 
 def _bad(kind: str, what: str) -> ProtocolError:

@@ -546,9 +546,10 @@ class Worker:
         if len(session.queue) >= MAX_QUEUE:
             raise ProtocolError("queue_full", f"{MAX_QUEUE} executions are already waiting "
                                 "in this session", re)
+        options = {k: request[k] for k in ("typeset", "language") if k in request}
         session.queue.append(Execution(identity, request["execution"], request.get("code"),
                                        request.get("interact"), request.get("values"),
-                                       request.get("cursor")))
+                                       request.get("cursor"), options))
         session.owner = identity
         self._next(session)
 
@@ -565,7 +566,8 @@ class Worker:
                 request = {"op": "complete", "execution": execution.id, "code": execution.code,
                            "cursor": execution.cursor}
             elif execution.interact is None:
-                request = {"op": "execute", "execution": execution.id, "code": execution.code}
+                request = {"op": "execute", "execution": execution.id, "code": execution.code,
+                           **execution.options}
             else:
                 request = {"op": "interact", "execution": execution.id,
                            "interact": execution.interact, "values": execution.values}

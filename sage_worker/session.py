@@ -35,6 +35,7 @@ class Execution:
     interact: str | None = None  # an interact's re-run: its id and the control values
     values: dict | None = None
     cursor: int | None = None  # a completion of the code at this position, not a run
+    options: dict = field(default_factory=dict)  # execute's typeset and language
     deadline: float = 0.0  # wall-time limit (monotonic)
     timed_out: bool = False
     kill_at: float | None = None  # when an interrupt that did not work turns into a kill

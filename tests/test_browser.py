@@ -122,6 +122,23 @@ def test_results_are_sages_text_and_show_typesets(page):
     expect(cell(page, 1).locator(".katex")).to_have_count(1)
 
 
+def test_the_typeset_and_language_switches_apply_and_are_remembered(page):
+    page.locator("#typeset").check()
+    page.locator(".cell .CodeMirror").first.click()
+    run_cell(page, "x^2/2", 0)
+    expect(cell(page, 0).locator(".katex")).to_have_count(1)
+    page.locator("#language").select_option("python")
+    page.locator(".cell .CodeMirror").nth(1).click()
+    run_cell(page, "2^3", 1)
+    expect(result(page, 1)).to_have_attribute("data-plain", "1")  # xor: plain Python
+    page.reload()
+    wait_ready(page)
+    expect(page.locator("#typeset")).to_be_checked()
+    expect(page.locator("#language")).to_have_value("python")
+    page.locator("#typeset").uncheck()
+    page.locator("#language").select_option("sage")
+
+
 def test_markdown_and_html_cells_render_and_scripts_do_not_run(page):
     run_cell(page, "%md\n# Notes\n*Euler*: $e^{i\\pi}+1=0$\n\n| a | b |\n|---|---|\n| 1 | 2 |", 0)
     expect(cell(page, 0).locator(".result h1")).to_have_text("Notes")

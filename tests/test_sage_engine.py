@@ -278,3 +278,16 @@ def test_completion_knows_sages_names(sage):
     assert "factor" in names and "factorial" in names
     assert "random_element" in client.complete(session, "ZZ.random_e").of(
         "completions")[0]["matches"]
+
+
+def test_the_worksheets_switches_typeset_and_plain_python(sage):
+    client, session = sage
+    typeset = client.run(session, "x^2/2", typeset=True).of("result")[0]["data"]
+    assert typeset["text/latex"] == "\\frac{1}{2} \\, x^{2}"
+    assert client.run(session, "2^3", language="python").text == "1"
+    error = client.run(session, "a = 1\n1/0", language="python").of("error")[0]
+    assert "line 2" in error["traceback"]  # the user's line numbers
+    assert client.run(session, "2^3", language="sage").text == "8"
+    refused = client.request("execute", session=session, execution="e", code="1",
+                             language="fortran")
+    assert refused["type"] == "error" and "language" in refused["message"]

@@ -24,6 +24,10 @@ from web import wire
     ('{"type": "open", "last_seq": -1}', "bad_field"),
     ('{"type": "open", "last_seq": true}', "bad_field"),
     ('{"type": "open", "last_seq": "3"}', "bad_field"),
+    ('{"type": "execute", "cell": "c", "code": "1", "typeset": 1}', "bad_field"),
+    ('{"type": "execute", "cell": "c", "code": "1", "language": "fortran"}', "bad_field"),
+    ('{"type": "complete", "cell": "c"}', "bad_field"),
+    ('{"type": "complete", "cell": "c", "code": 3}', "bad_field"),
     (json.dumps({"type": "execute", "cell": "c", "code": "x" * (wire.MAX_CODE + 1)}),
      "too_large"),
     ("x" * (wire.MAX_FRAME + 1), "too_large"),
@@ -38,6 +42,8 @@ def test_bad_messages_are_refused_with_a_code(frame, code):
     '{"type": "open"}', '{"type": "open", "session": "abc", "last_seq": 7}',
     '{"type": "execute", "cell": "c1", "code": "2+2"}', '{"type": "interrupt"}',
     '{"type": "restart"}', '{"type": "ping"}',
+    '{"type": "execute", "cell": "c1", "code": "2^3", "typeset": true, "language": "python"}',
+    '{"type": "complete", "cell": "c1", "code": "fact"}',
 ])
 def test_good_messages_parse(frame):
     assert wire.parse(frame) == json.loads(frame)

@@ -163,11 +163,11 @@ class Client:
         assert reply["type"] == "started", reply
         return reply["session"]
 
-    def execute(self, session: str, code: str) -> str:
+    def execute(self, session: str, code: str, **options) -> str:
         execution = f"e{next(_ids)}"
         self.sock.send_multipart(protocol.request("execute", f"r{next(_ids)}",
                                                   session=session, execution=execution,
-                                                  code=code))
+                                                  code=code, **options))
         return execution
 
     def collect(self, execution: str, timeout: float = 60) -> list[tuple[dict, bytes | None]]:
@@ -183,8 +183,8 @@ class Client:
             elif message.get("type") == "error" and "execution" not in message:
                 raise AssertionError(f"error reply: {message}")
 
-    def run(self, session: str, code: str, timeout: float = 60) -> Result:
-        return Result(self.collect(self.execute(session, code), timeout))
+    def run(self, session: str, code: str, timeout: float = 60, **options) -> Result:
+        return Result(self.collect(self.execute(session, code, **options), timeout))
 
     def complete(self, session: str, code: str, cursor: int | None = None) -> Result:
         execution = f"c{next(_ids)}"

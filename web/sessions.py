@@ -211,7 +211,8 @@ class Session:
 
     # -- requests from browsers
 
-    def execute(self, cell: str, code: str) -> None:
+    def execute(self, cell: str, code: str, options: dict | None = None) -> None:
+        """``options``: the worksheet's typeset and language switches."""
         execution = self._next_execution()
         self.cells[cell] = {"code": code, "execution": execution, "state": "queued"}
         self.executions[execution] = cell
@@ -221,7 +222,8 @@ class Session:
             # Only an error answers an execute (output arrives as session
             # messages); its request id leads such an error back here.
             self.link.send("execute", f"{self.id}|{execution}",
-                           session=self.worker_session, execution=execution, code=code)
+                           session=self.worker_session, execution=execution, code=code,
+                           **(options or {}))
         except (NoWorker, WorkerUnavailable) as exc:
             self._finish(execution, "killed", str(exc))
 

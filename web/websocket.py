@@ -79,7 +79,8 @@ def _dispatch(message: dict, connection: Connection, session: Session | None,
     if session is None:
         raise wire.WireError("no_session", f"send 'open' before '{kind}'")
     if kind == "execute":
-        session.execute(message["cell"], message["code"])
+        session.execute(message["cell"], message["code"],
+                        {k: message[k] for k in ("typeset", "language") if k in message})
     elif kind == "interrupt":
         session.interrupt()
     elif kind == "restart":

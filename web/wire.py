@@ -17,7 +17,10 @@ MAX_ID = 64
 # type -> {field: (type, required)}
 REQUESTS: dict[str, dict[str, tuple[type, bool]]] = {
     "open": {"session": (str, False), "last_seq": (int, False)},
-    "execute": {"cell": (str, True), "code": (str, True)},
+    # typeset: the worksheet's Typeset switch; language: "python" runs cells
+    # without Sage's preparser (a Sage worksheet's default engine)
+    "execute": {"cell": (str, True), "code": (str, True), "typeset": (bool, False),
+                "language": (str, False)},
     "interrupt": {},
     "restart": {},
     "ping": {},
@@ -26,6 +29,7 @@ REQUESTS: dict[str, dict[str, tuple[type, bool]]] = {
     "complete": {"cell": (str, True), "code": (str, True)},  # code: the cell up to the cursor
 }
 MAX_VALUES = 100  # controls of one interact
+LANGUAGES = ("sage", "python")
 
 
 class WireError(Exception):
@@ -59,7 +63,7 @@ def parse(frame: str | bytes) -> dict[str, Any]:
                 raise WireError("bad_field", f"{kind}: '{field}' is missing")
             continue
         value = message[field]
-        if not isinstance(value, expected) or isinstance(value, bool):
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             raise WireError("bad_field", f"{kind}: '{field}' must be a {expected.__name__}")
         if field in ("session", "cell", "interact") and not 0 < len(value) <= MAX_ID:
             raise WireError("bad_field", f"{kind}: '{field}' must have 1 to {MAX_ID} "
@@ -69,6 +73,8 @@ def parse(frame: str | bytes) -> dict[str, Any]:
     if kind == "interact" and not _flat_values(message["values"]):
         raise WireError("bad_field", f"interact: 'values' must map at most {MAX_VALUES} "
                         "control names to numbers, text or true/false")
+    if kind == "execute" and message.get("language", "sage") not in LANGUAGES:
+        raise WireError("bad_field", f"execute: 'language' must be one of {', '.join(LANGUAGES)}")
     if kind in ("execute", "complete") and len(message["code"]) > MAX_CODE:
         raise WireError("too_large", f"cell of {len(message['code'])} characters; the "
                         f"limit is {MAX_CODE}")

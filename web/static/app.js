@@ -84,7 +84,15 @@ function run(id) {
   cell.execution = null;
   delete cell.el.dataset.status;
   setCellState(cell, "queued", "queued");
-  send({ type: "execute", cell: id, code });
+  send({ type: "execute", cell: id, code, typeset: $("#typeset").checked,
+         language: $("#language").value });
+}
+
+// The worksheet's switches: remembered by this browser.
+for (const [id, property] of [["typeset", "checked"], ["language", "value"]]) {
+  const saved = localStorage.getItem(`salvus.${id}`);
+  if (saved !== null) $(`#${id}`)[property] = property === "checked" ? saved === "true" : saved;
+  $(`#${id}`).onchange = () => localStorage.setItem(`salvus.${id}`, String($(`#${id}`)[property]));
 }
 
 // ------------------------------------------------------------------ output
