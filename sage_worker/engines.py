@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sage_worker import scene3d
+
 Image = tuple[str, bytes, int | None]  # (mime type, bytes, width in CSS pixels)
 SVG_MAX = 200 << 10  # a plain vector plot up to this size goes as SVG, others as PNG
 PNG_SCALE = 2  # PNGs are drawn at twice their shown size: sharp on high-DPI screens
@@ -97,7 +99,8 @@ class PythonEngine:
 
         plt.show = lambda *args, **kwargs: None
 
-    def display(self, value: Any, typeset: bool = False) -> tuple[dict[str, str], list[Image]]:
+    def display(self, value: Any, typeset: bool = False,
+                webgl: bool = True) -> tuple[dict[str, str], list[Image]]:
         """What a final expression's value shows as: representations and images.
         ``typeset``: the user asked for typesetting (show(), the worksheet's
         Typeset switch); plain Python offers LaTeX where it has one anyway."""
@@ -186,6 +189,12 @@ def _sleep_taking_any_real(seconds: Any) -> None:
     _sleep(seconds if isinstance(seconds, int | float) else float(seconds))
 
 
+def _is_3d(value: Any) -> bool:
+    from sage.plot.plot3d.base import Graphics3d
+
+    return isinstance(value, Graphics3d)
+
+
 def _sympy_plot(value: Any) -> bool:
     """A sympy plot (a Plot, or a backend object in newer sympy): sympy drew it
     into pyplot, so the figure is shown, not its repr."""
@@ -265,6 +274,12 @@ class SageEngine(PythonEngine):
 
         super().prepare_child(namespace, show)
         Path(os.environ["DOT_SAGE"]).mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Sage's temporary folder was made at import, in the worker's /tmp; the
+        # session has a /tmp of its own, where it is made again (tmp_filename
+        # and everything that saves a file: 3D pictures, animations, ...).
+        from sage.misc.temporary_file import TMP_DIR_FILENAME_BASE
+
+        Path(TMP_DIR_FILENAME_BASE.name).mkdir(mode=0o700, parents=True, exist_ok=True)
         # The preparser makes 0.5 a RealLiteral, which time.sleep refuses on
         # Python 3.11 (in native Sage too): here sleep takes any real number.
         namespace["sleep"] = time.sleep = _sleep_taking_any_real
@@ -274,11 +289,22 @@ class SageEngine(PythonEngine):
             for value in values:
                 show(value, typeset=True)
 
-        namespace["show"] = namespace["pretty_print"] = typeset
+        def show_any(*values: Any, **_options: Any) -> None:
+            # show(g, viewer='threejs') and the like: a 3D scene either way
+            typeset(*values)
+
+        namespace["show"] = show_any
+        namespace["pretty_print"] = typeset
         namespace["typeset_mode"] = _typeset_mode  # the Sage notebook's spelling
         namespace["_salvus_display_magic"] = _display_magic
+        from sage.repl.rich_output import get_display_manager
+
         Graphics.show = lambda self, **kwargs: show(self)
         MultiGraphics.show = lambda self, **kwargs: show(self)
+        # What Sage shows at once (g.show() of 3D graphics, whose extension type
+        # takes no patch, and the rest of its rich output) shows here too.
+        get_display_manager().display_immediately = \
+            lambda obj, **kwargs: show(obj, typeset=True)
 
     def transform(self, code: str) -> tuple[str, str]:
         from sage.repl.preparse import preparse_file
@@ -291,7 +317,8 @@ class SageEngine(PythonEngine):
             return first, rest
         return "", source
 
-    def display(self, value: Any, typeset: bool = False) -> tuple[dict[str, str], list[Image]]:
+    def display(self, value: Any, typeset: bool = False,
+                webgl: bool = True) -> tuple[dict[str, str], list[Image]]:
         """As the Sage REPL shows it: text (or ASCII/Unicode art after
         ``%display ascii_art``); typeset LaTeX only when asked, by ``show()``,
         ``pretty_print()``, ``%display latex``, ``pretty_print_default()`` or
@@ -304,6 +331,8 @@ class SageEngine(PythonEngine):
 
         if isinstance(value, Graphics | MultiGraphics):
             return {}, figure_images(value.matplotlib())
+        if _is_3d(value):
+            return scene3d.display(value, webgl)
         figure = _matplotlib_figure(value)
         if figure is not None:
             return {}, figure_images(figure)

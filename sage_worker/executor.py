@@ -44,6 +44,7 @@ class Executor:
         self.namespace = engine.namespace()
         self.count = 0
         self.results: dict[str, Any] = {}  # what _, __ and ___ were last set to
+        self.webgl = True  # the browser of the latest execution draws 3D scenes
         self.executing = False
         self.transformed = False
         sys.stdout = StreamFile(self.stream, "stdout", 1, self.pump)
@@ -68,6 +69,7 @@ class Executor:
             if request is None:
                 return
             if request.get("op") == "execute":
+                self.webgl = request.get("webgl") is not False
                 self.execute(request["execution"], request["code"],
                              typeset=request.get("typeset") is True,
                              python=request.get("language") == "python")
@@ -226,7 +228,7 @@ class Executor:
         ``typeset``: asked for by show() and its kin."""
         if value is None:
             return
-        data, images = self.engine.display(value, typeset)
+        data, images = self.engine.display(value, typeset, self.webgl)
         for image in images:
             self.image(*image)
         if data:

@@ -28,7 +28,9 @@ OUTPUT_TYPES = ("stream", "result", "image", "error", "notice", "done", "interac
                 "completions")
 # What an output may be shown as; anything else is refused where it enters.
 IMAGE_MIMES = ("image/png", "image/svg+xml")
-RESULT_MIMES = ("text/plain", "text/latex", "text/html")
+# A 3D scene: JSON that the page's own three.js viewer draws in a sandboxed frame.
+SCENE_MIME = "application/vnd.salvus.scene3d+json"
+RESULT_MIMES = ("text/plain", "text/latex", "text/html", SCENE_MIME)
 MAX_CONTROLS = 100
 MAX_COMPLETIONS = 200  # names offered for one completion, at most
 MAX_CODE_FOR_COMPLETION = 64 << 10  # completion looks at the code before the cursor
@@ -106,9 +108,12 @@ LANGUAGES = ("sage", "python")  # how a Sage session reads a cell: preparsed, or
 
 def _check_execute_options(request: dict[str, Any], re: str) -> None:
     """execute's optional fields: ``typeset`` (typeset the result, as show()
-    does) and ``language`` (``python``: no Sage preparser, as %python)."""
+    does), ``language`` (``python``: no Sage preparser, as %python) and
+    ``webgl`` (false: the browser cannot draw 3D scenes; send pictures)."""
     if not isinstance(request.get("typeset", False), bool):
         raise ProtocolError("bad_field", "execute: 'typeset' must be true or false", re)
+    if not isinstance(request.get("webgl", True), bool):
+        raise ProtocolError("bad_field", "execute: 'webgl' must be true or false", re)
     if request.get("language", "sage") not in LANGUAGES:
         raise ProtocolError("bad_field", "execute: 'language' must be one of "
                             + ", ".join(LANGUAGES), re)

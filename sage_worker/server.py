@@ -546,7 +546,7 @@ class Worker:
         if len(session.queue) >= MAX_QUEUE:
             raise ProtocolError("queue_full", f"{MAX_QUEUE} executions are already waiting "
                                 "in this session", re)
-        options = {k: request[k] for k in ("typeset", "language") if k in request}
+        options = {k: request[k] for k in ("typeset", "language", "webgl") if k in request}
         session.queue.append(Execution(identity, request["execution"], request.get("code"),
                                        request.get("interact"), request.get("values"),
                                        request.get("cursor"), options))

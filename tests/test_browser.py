@@ -139,6 +139,49 @@ def test_the_typeset_and_language_switches_apply_and_are_remembered(page):
     page.locator("#language").select_option("sage")
 
 
+PLOT3D = "y = var('y')\nplot3d(sin(x*y), (x, -2, 2), (y, -2, 2)) + text3d('peak', (0, 0, 1.2))"
+
+
+def test_3d_graphics_are_rotatable_scenes_in_a_sandboxed_frame(page):
+    run_cell(page, PLOT3D, 0)
+    frame = cell(page, 0).locator("iframe.scene3d")
+    expect(frame).to_have_attribute("sandbox", "allow-scripts")
+    viewer = page.frame_locator(".cell >> nth=0 >> iframe.scene3d")
+    expect(viewer.locator("body")).to_have_attribute("data-drawn", "2")
+    canvas = viewer.locator("canvas")
+    before = canvas.screenshot()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + 200, box["y"] + 200)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 320, box["y"] + 240, steps=5)
+    page.mouse.up()
+    assert canvas.screenshot() != before  # it turned
+    # The frame has an origin of its own: nothing of the page is reachable.
+    assert viewer.locator("body").evaluate(
+        "() => { try { return String(window.parent.document.cookie); }"
+        " catch (e) { return 'blocked'; } }") == "blocked"
+
+
+def test_3d_graphics_are_pictures_where_webgl_is_missing(chromium, appliance):
+    _, base = appliance
+    context = chromium.new_context(viewport={"width": 1280, "height": 800})
+    context.add_init_script("HTMLCanvasElement.prototype.getContext = () => null;")
+    page = context.new_page()
+    try:
+        page.goto(f"http://127.0.0.1:{base}/")
+        wait_ready(page)
+        run_cell(page, "sphere(color='red')", 0)
+        image = cell(page, 0).locator("img")
+        expect(image).to_have_count(1)
+        wait_for(lambda: image.evaluate("img => img.complete && img.naturalWidth > 100"),
+                 timeout=10, what="the picture to load")
+        assert cell(page, 0).locator("iframe").count() == 0
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "3d_without_webgl.png")
+        context.close()
+
+
 def test_markdown_and_html_cells_render_and_scripts_do_not_run(page):
     run_cell(page, "%md\n# Notes\n*Euler*: $e^{i\\pi}+1=0$\n\n| a | b |\n|---|---|\n| 1 | 2 |", 0)
     expect(cell(page, 0).locator(".result h1")).to_have_text("Notes")

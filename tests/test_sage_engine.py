@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -291,3 +292,25 @@ def test_the_worksheets_switches_typeset_and_plain_python(sage):
     refused = client.request("execute", session=session, execution="e", code="1",
                              language="fortran")
     assert refused["type"] == "error" and "language" in refused["message"]
+
+
+def test_3d_graphics_become_a_scene_or_a_picture(sage):
+    client, session = sage
+    code = ("y = var('y')\nplot3d(x*y, (x, -1, 1), (y, -1, 1)) + line3d([(0, 0, 0), (1, 1, 1)])"
+            " + point3d((1, 0, 0)) + text3d('A', (0, 1, 0))")
+    result = client.run(session, code)
+    assert result.status == "ok", result.messages
+    data = result.of("result")[0]["data"]
+    assert data["text/plain"] == "Graphics3d Object"
+    scene = json.loads(data["application/vnd.salvus.scene3d+json"])
+    assert [kind for kind, _ in scene["objects"]] == ["surface", "line", "point", "text"]
+    surface = scene["objects"][0][1]
+    assert len(surface["vertices"]) % 3 == 0 and surface["faces"]
+    assert max(max(face) for face in surface["faces"]) < len(surface["vertices"]) // 3
+    assert scene["bounds"] == [[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]
+    for shown in ("sphere().show()", "show(sphere(), viewer='threejs')"):
+        assert "application/vnd.salvus.scene3d+json" in client.run(session, shown).of(
+            "result")[0]["data"]
+    picture = client.run(session, "sphere()", webgl=False)
+    assert picture.of("image")[0]["mime"] == "image/png" and not picture.of("result")
+    assert picture.blobs[0][:8] == b"\x89PNG\r\n\x1a\n"

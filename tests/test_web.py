@@ -731,3 +731,14 @@ def test_completions_go_to_the_page_that_asked_and_not_into_the_log(stack, brows
         replayed.append(again.receive(10))
     assert [m["type"] for m in replayed if m.get("cell") == "a"][-1] == "done"
     assert all(m["type"] != "completions" for m in replayed)
+
+
+def test_the_3d_viewer_page_is_always_sandboxed_and_framed_only_by_us(stack):
+    web, _ = stack
+    with urllib.request.urlopen(web.url + "/static/viewer3d.html", timeout=10) as response:
+        policy = response.headers["Content-Security-Policy"]
+        assert "sandbox allow-scripts" in policy and "frame-ancestors 'self'" in policy
+        assert "unsafe-inline" not in policy.split("style-src")[0]
+        assert response.headers["X-Frame-Options"] == "SAMEORIGIN"
+    with urllib.request.urlopen(web.url + "/static/app.js", timeout=10) as response:
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]

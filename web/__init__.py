@@ -135,7 +135,13 @@ def create_app(config: dict | None = None) -> Flask:
     @app.get("/static/<path:name>")
     def static_file(name: str):
         age = 86400 if name.startswith("vendor/") else 300
-        return send_from_directory(STATIC, name, max_age=age)
+        response = send_from_directory(STATIC, name, max_age=age)
+        # Public files. The 3D viewer runs in a sandboxed frame (an origin of
+        # its own), from which its module scripts are fetched cross-origin.
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        if name == security.VIEWER_PAGE:
+            security.viewer_headers(response)
+        return response
 
     @app.get("/blobs/<sha1>")
     def blob(sha1: str):

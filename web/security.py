@@ -63,6 +63,18 @@ def from_allowed_origin(request: Request, allowed: tuple[str, ...]) -> bool:
     return origin != "null" and urlsplit(origin).netloc.lower() == request.host.lower()
 
 
+# The 3D viewer's page: framed by our own pages only, always sandboxed (the
+# sandbox directive holds even if it is opened on its own), scripts from us.
+VIEWER_PAGE = "viewer3d.html"
+VIEWER_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; "
+                 "img-src 'self' data: blob:; frame-ancestors 'self'; sandbox allow-scripts")
+
+
+def viewer_headers(response: Response) -> None:
+    response.headers["Content-Security-Policy"] = VIEWER_POLICY
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+
+
 def install(app: Flask, allowed: tuple[str, ...]) -> None:
     ancestors = " ".join(("'self'", *allowed)) if allowed else "'none'"
     policy = POLICY.format(ancestors=ancestors)

@@ -80,7 +80,7 @@ def _dispatch(message: dict, connection: Connection, session: Session | None,
         raise wire.WireError("no_session", f"send 'open' before '{kind}'")
     if kind == "execute":
         session.execute(message["cell"], message["code"],
-                        {k: message[k] for k in ("typeset", "language") if k in message})
+                        {k: message[k] for k in ("typeset", "language", "webgl") if k in message})
     elif kind == "interrupt":
         session.interrupt()
     elif kind == "restart":

@@ -20,7 +20,7 @@ REQUESTS: dict[str, dict[str, tuple[type, bool]]] = {
     # typeset: the worksheet's Typeset switch; language: "python" runs cells
     # without Sage's preparser (a Sage worksheet's default engine)
     "execute": {"cell": (str, True), "code": (str, True), "typeset": (bool, False),
-                "language": (str, False)},
+                "language": (str, False), "webgl": (bool, False)},
     "interrupt": {},
     "restart": {},
     "ping": {},

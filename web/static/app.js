@@ -85,7 +85,7 @@ function run(id) {
   delete cell.el.dataset.status;
   setCellState(cell, "queued", "queued");
   send({ type: "execute", cell: id, code, typeset: $("#typeset").checked,
-         language: $("#language").value });
+         language: $("#language").value, webgl: HAS_WEBGL });
 }
 
 // The worksheet's switches: remembered by this browser.
@@ -152,10 +152,41 @@ function typesetMath(root) {
   }
 }
 
+// 3D scenes are drawn by our viewer in a sandboxed frame: the scene is a
+// session's data, handed over by postMessage once the viewer is ready.
+const SCENE = "application/vnd.salvus.scene3d+json";
+const HAS_WEBGL = (() => {
+  try {
+    const canvas = document.createElement("canvas");
+    return !!(canvas.getContext("webgl2") || canvas.getContext("webgl"));
+  } catch (e) { return false; }
+})();
+
+function appendScene(div, scene) {
+  const frame = document.createElement("iframe");
+  frame.className = "scene3d";
+  frame.setAttribute("sandbox", "allow-scripts");
+  frame.title = "3D scene: drag to turn, wheel to zoom";
+  const ready = (event) => {
+    if (event.source !== frame.contentWindow || event.data !== "viewer3d-ready") return;
+    window.removeEventListener("message", ready);
+    frame.contentWindow.postMessage(scene, "*");
+  };
+  window.addEventListener("message", ready);
+  frame.src = "/static/viewer3d.html";
+  div.appendChild(frame);
+  div.classList.add("scene");
+}
+
 function appendResult(cell, data) {
   const div = document.createElement("div");
   div.className = "result";
   div.dataset.plain = data["text/plain"] || "";
+  if (data[SCENE]) {
+    appendScene(div, data[SCENE]);
+    cell.out.appendChild(div);
+    return;
+  }
   const latex = data["text/latex"];
   if (latex && window.katex) {
     try {
