@@ -15,6 +15,7 @@ import io
 import os
 import random
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -39,11 +40,23 @@ class PythonEngine:
 
     name = "python"
     distributions = ("numpy", "sympy", "matplotlib")
+    # The results that show: the last statement's if it is an expression (as
+    # IPython); Sage shows every expression of the last line (its notebook
+    # and doctests run that line in "single" mode).
+    single_last_line = False
 
     def session_environment(self) -> dict[str, str]:
         """What a session's environment holds besides PATH, HOME and the locale
         (the worker's own is scrubbed: it may carry secrets)."""
         return {"MPLBACKEND": "Agg"}
+
+    def raise_interrupt(self, signum: int, frame: Any) -> None:
+        """Python-level SIGINT in a session: what an interrupt raises."""
+        raise KeyboardInterrupt
+
+    def interrupt_compiled_code(self) -> None:
+        """After the session set its Python-level SIGINT handler: let compiled
+        code be interrupted too, where the stack knows how (nothing here)."""
 
     def preload(self, session_home: Path) -> float:
         """Import the stack; ``session_home`` is the home folder as each session
@@ -206,6 +219,7 @@ class SageEngine(PythonEngine):
 
     name = "sage"
     distributions = ("passagemath-standard", "numpy", "sympy", "matplotlib")
+    single_last_line = True
 
     def __init__(self) -> None:
         self._sage_environment: dict[str, str] = {}
@@ -235,6 +249,11 @@ class SageEngine(PythonEngine):
 
         self._sage_environment = {key: value for key, value in os.environ.items()
                                   if before.get(key) != value}
+        # cysignals (imported by Sage) put its own SIGINT handler in place: it
+        # interrupts compiled code (PARI, FLINT, Maxima, ...) inside sig_on().
+        from cysignals.pysignals import getossignal
+
+        self._cysignals_sigint = getossignal(signal.SIGINT)
         from sage.repl.preparse import preparse_file  # noqa: F401
 
         # Sage's names are served as the namespace's builtins: one dict built
@@ -261,6 +280,23 @@ class SageEngine(PythonEngine):
 
     def namespace(self) -> dict[str, Any]:
         return {"__name__": "__main__", "__builtins__": self._builtins}
+
+    def raise_interrupt(self, signum: int, frame: Any) -> None:
+        # cysignals' own: clears its state, raises KeyboardInterrupt (or
+        # AlarmInterrupt, for alarm()), as in Sage.
+        from cysignals.signals import python_check_interrupt
+
+        python_check_interrupt(signum, frame)
+        # No signal cysignals saw: the session's own interrupt_main (output cap).
+        raise KeyboardInterrupt
+
+    def interrupt_compiled_code(self) -> None:
+        """The session's Python handler stays for Python code; the OS-level
+        handler is cysignals' again, so an interrupt stops a factorization in
+        PARI at once instead of waiting for it (and then killing it)."""
+        from cysignals.pysignals import setossignal
+
+        setossignal(signal.SIGINT, self._cysignals_sigint)
 
     def reseed(self) -> None:
         super().reseed()

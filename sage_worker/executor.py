@@ -49,19 +49,24 @@ class Executor:
         self.transformed = False
         sys.stdout = StreamFile(self.stream, "stdout", 1, self.pump)
         sys.stderr = StreamFile(self.stream, "stderr", 2, self.pump)
-        sys.displayhook = self.show
+        sys.displayhook = self._display_result
+        self.typeset = False  # the running cell's: results are typeset
         engine.prepare_child(self.namespace, self.show)
         self.interacts = Interacts(self.namespace, self._announce_interact, self._run_interact)
         self.namespace.update(interact.NAMES, interact=self.interacts.decorator)
         self.namespace[introspect.HELP_CALL] = self._help
         self.namespace["help"] = self._help_function
         signal.signal(signal.SIGINT, self._on_interrupt)
+        engine.interrupt_compiled_code()
         start_background(self.stream, self.pump)
 
-    def _on_interrupt(self, _signum, _frame) -> None:
+    def _on_interrupt(self, signum, frame) -> None:
         # Only user code is interrupted; an idle child ignores the signal.
-        if self.executing:
-            raise KeyboardInterrupt
+        try:
+            self.engine.raise_interrupt(signum, frame)
+        except KeyboardInterrupt:
+            if self.executing:
+                raise
 
     def serve(self) -> None:
         while True:
@@ -139,12 +144,21 @@ class Executor:
         if setup:
             exec(compile(setup, filename + " setup", "exec"), self.namespace)
         tree = ast.parse(source, filename)
-        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        exec(compile(tree, filename, "exec"), self.namespace)
-        if last is not None:
-            value = eval(compile(ast.Expression(last.value), filename, "eval"), self.namespace)
+        shown_last = _shown_last(tree.body, self.engine.single_last_line)
+        body, tree.body = tree.body[:len(tree.body) - len(shown_last)], shown_last
+        exec(compile(ast.Module(body, []), filename, "exec"), self.namespace)
+        if shown_last:
+            # In "single" mode, as the Sage notebook and doctests run a cell's
+            # last line (and a block that ends it): with Sage every expression
+            # statement there shows: `m; m.parent()`, `with ...: solve(...)`.
+            self.typeset = typeset
+            exec(compile(ast.Interactive(shown_last), filename, "single"), self.namespace)
+
+    def _display_result(self, value: Any) -> None:
+        """sys.displayhook: a result of the cell's last line."""
+        if value is not None:
             self._remember(value)
-            self.show(value, typeset)
+            self.show(value, self.typeset)
 
     def _remember(self, value: Any) -> None:
         """``_``, ``__`` and ``___``: the last three results, as in the REPL.
@@ -263,6 +277,16 @@ class Executor:
             lines = list(report.format())
         self.stream.send({"kind": "error", "ename": type(exc).__name__,
                           "evalue": str(exc), "traceback": "".join(lines)})
+
+
+def _shown_last(body: list[ast.stmt], whole_line: bool) -> list[ast.stmt]:
+    """The statements whose results show: those that start on the line where
+    the cell's last statement starts (that one alone when it is a block), as
+    Sage does; or (``whole_line`` false) the last one if it is an expression,
+    as IPython does."""
+    if whole_line:
+        return [statement for statement in body if statement.lineno == body[-1].lineno]
+    return body[-1:] if body and isinstance(body[-1], ast.Expr) else []
 
 
 def _is_limit(exc: BaseException) -> bool:

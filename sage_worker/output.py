@@ -15,6 +15,7 @@ import contextlib
 import io
 import os
 import select
+import signal
 import threading
 import time
 
@@ -200,11 +201,18 @@ class FdPump:
                     self.stream.write(name, decoder.decode(data), from_main_thread)
 
 
+INTERRUPTS = {signal.SIGINT, signal.SIGALRM}
+
+
 def start_background(stream: OutputStream, pump: FdPump) -> None:
     """One daemon thread: pump the pipes and flush text older than 50 ms.
     It sleeps until output arrives, so an idle session costs no CPU."""
 
     def loop():
+        # Interrupts are the main thread's: with Sage, cysignals' handler may
+        # jump back into compiled code it interrupts, which it can only do on
+        # the thread that runs that code.
+        signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
         fds = [*pump.readers, stream.wake_read]
         timeout = None
         while True:

@@ -314,3 +314,36 @@ def test_3d_graphics_become_a_scene_or_a_picture(sage):
     picture = client.run(session, "sphere()", webgl=False)
     assert picture.of("image")[0]["mime"] == "image/png" and not picture.of("result")
     assert picture.blobs[0][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_expression_of_the_last_line_shows_as_in_sage(sage):
+    client, session = sage
+    shown = client.run(session, "m = matrix(ZZ, [[1, 2], [3, 4]]); m; m.parent()")
+    assert [r["data"]["text/plain"] for r in shown.of("result")] == [
+        "[1 2]\n[3 4]", "Full MatrixSpace of 2 by 2 dense matrices over Integer Ring"]
+    block = client.run(session, "with assuming(x > 0):\n    solve(x^2 == 4, x)")
+    assert block.text == "[x == 2]"
+    earlier = client.run(session, "1 + 1\n2 + 2")
+    assert [r["data"]["text/plain"] for r in earlier.of("result")] == ["4"]
+
+
+@pytest.mark.parametrize("code", ["factor(2^1001 - 1)", "pari('factor(2^1001 - 1)')",
+                                  "while True: pass"])
+def test_an_interrupt_stops_compiled_code_and_keeps_the_session(sage, code):
+    client, _ = sage
+    session = client.start()
+    client.run(session, "kept = 42")
+    execution = client.execute(session, code)
+    time.sleep(1)  # well into the computation (it takes minutes)
+    client.request("interrupt", session=session)
+    messages = [m for m, _ in client.collect(execution, timeout=30)]
+    assert messages[-1]["status"] == "interrupted"  # not killed after the grace time
+    assert client.run(session, "kept").text == "42"
+
+
+def test_sages_alarm_interrupts_as_in_sage(sage):
+    client, session = sage
+    result = client.run(session, "try:\n    alarm(0.5)\n    factor(2^1001 - 1)\n"
+                                 "except AlarmInterrupt:\n    print('alarm')")
+    stdout = [m["text"] for m in result.of("stream") if m["name"] == "stdout"]
+    assert result.status == "ok" and stdout == ["alarm\n"]
