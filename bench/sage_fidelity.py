@@ -26,6 +26,7 @@ prints the pass rate per group and writes bench/results/sage_fidelity.json
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -153,8 +154,7 @@ def run_natively(docstrings: list[list[Example]]) -> list[list[bool | None]]:
         for example in examples:
             out = io.StringIO()
             hook = sys.displayhook
-            sys.displayhook = lambda value, out=out: value is None or print(repr(value),
-                                                                             file=out)
+            sys.displayhook = functools.partial(_display, namespace, out)
             alarm(NATIVE_TIMEOUT)  # cysignals': it interrupts compiled code too
             try:
                 with contextlib.redirect_stdout(out):
@@ -171,6 +171,15 @@ def run_natively(docstrings: list[list[Example]]) -> list[list[bool | None]]:
             passed.append(ok)
         outcomes.append(passed)
     return outcomes
+
+
+def _display(namespace: dict, out, value) -> None:
+    """The REPL's displayhook: print the repr, keep _, __ and ___ (as Sage's
+    IPython shell does, and a session does)."""
+    if value is not None:
+        namespace["___"], namespace["__"] = namespace.get("__"), namespace.get("_")
+        namespace["_"] = value
+        print(repr(value), file=out)
 
 
 def native_outcomes(modules: list[str], limit: int | None, folder: Path) -> tuple[list, list]:
