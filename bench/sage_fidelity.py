@@ -173,13 +173,19 @@ def run_natively(docstrings: list[list[Example]]) -> list[list[bool | None]]:
     return outcomes
 
 
+_SET: dict = {}  # what _display last set each of _, __, ___ to
+_UNSET = object()
+
+
 def _display(namespace: dict, out, value) -> None:
-    """The REPL's displayhook: print the repr, keep _, __ and ___ (as Sage's
-    IPython shell does, and a session does)."""
-    if value is not None:
-        namespace["___"], namespace["__"] = namespace.get("__"), namespace.get("_")
-        namespace["_"] = value
-        print(repr(value), file=out)
+    """The REPL's displayhook: print the repr, keep _, __ and ___ as Sage's
+    IPython shell does (a name the user assigned stays theirs)."""
+    if value is None:
+        return
+    for name, newer in (("___", "__"), ("__", "_"), ("_", None)):
+        if namespace.get(name, _UNSET) is _SET.get(name, _UNSET):
+            namespace[name] = _SET[name] = value if newer is None else _SET.get(newer)
+    print(repr(value), file=out)
 
 
 def native_outcomes(modules: list[str], limit: int | None, folder: Path) -> tuple[list, list]:
