@@ -63,8 +63,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 # What the worker keeps of its environment; SALVUS_INSTANCE marks processes of
-# one appliance (salvusctl finds leftovers by it) and is no secret.
-KEPT_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "SALVUS_INSTANCE")
+# one appliance (salvusctl finds leftovers by it) and is no secret. LC_CTYPE:
+# with no locale set, Python itself puts LC_CTYPE=C.UTF-8 in the environment
+# at start (locale coercion); dropping it would restart the worker forever.
+KEPT_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SALVUS_INSTANCE")
+
+
+def clean_environment(environ: dict[str, str]) -> dict[str, str] | None:
+    """The environment the worker should run with, or None if it has it."""
+    kept = {k: v for k, v in environ.items() if k in KEPT_ENVIRONMENT}
+    return None if kept == environ else kept
 
 
 def restart_with_clean_environment(argv: list[str]) -> None:
@@ -72,8 +80,8 @@ def restart_with_clean_environment(argv: list[str]) -> None:
     the process's memory even after os.environ is cleared: so start over with
     only what the worker needs (no DSN, keys or tokens from supervisord or the
     admin's shell)."""
-    kept = {k: v for k, v in os.environ.items() if k in KEPT_ENVIRONMENT}
-    if kept != dict(os.environ):
+    kept = clean_environment(dict(os.environ))
+    if kept is not None:
         os.execve(sys.executable, [sys.executable, "-m", "sage_worker", *argv], kept)
 
 

@@ -429,3 +429,19 @@ def test_completion_while_a_cell_runs_is_refused_as_busy(client, session):
 def test_a_bad_cursor_is_refused(client, session):
     reply = client.request("complete", session=session, execution="c", code="abc", cursor=9)
     assert reply["type"] == "error" and reply["code"] == "bad_field"
+
+
+def test_a_worker_started_without_a_locale_restarts_once_not_forever():
+    """Python coerces a missing locale by setting LC_CTYPE itself: the clean
+    environment after the one restart must count as clean."""
+    import subprocess
+    import sys
+
+    from sage_worker.__main__ import clean_environment
+
+    started = subprocess.run([sys.executable, "-c", "import os; print(dict(os.environ))"],
+                             env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                             check=True, timeout=30)
+    as_python_has_it = eval(started.stdout)  # {'PATH': ..., 'LC_CTYPE': 'C.UTF-8'} here
+    assert clean_environment(as_python_has_it) is None
+    assert clean_environment({**as_python_has_it, "SALVUS_DSN": "secret"}) == as_python_has_it
