@@ -325,12 +325,8 @@ class SageEngine(PythonEngine):
             for value in values:
                 show(value, typeset=True)
 
-        def show_any(*values: Any, **_options: Any) -> None:
-            # show(g, viewer='threejs') and the like: a 3D scene either way
-            typeset(*values)
-
-        namespace["show"] = show_any
-        namespace["pretty_print"] = typeset
+        # show(g, viewer='threejs') and the like: options do not matter here
+        namespace["show"] = namespace["pretty_print"] = typeset
         namespace["typeset_mode"] = _typeset_mode  # the Sage notebook's spelling
         namespace["_salvus_display_magic"] = _display_magic
         from sage.repl.rich_output import get_display_manager

@@ -70,31 +70,23 @@ def _signature(value: Any, name: str) -> str | None:
 
 
 def _doc(value: Any) -> str | None:
-    sage = _sage()
-    try:
-        if sage is not None:
-            return sage.sage_getdoc(value).rstrip() or None
-        return inspect.getdoc(value)
-    except Exception:
-        return None
+    return (_ask(value, "sage_getdoc", inspect.getdoc) or "").rstrip() or None
 
 
 def _source(value: Any) -> str | None:
-    sage = _sage()
-    try:
-        if sage is not None:
-            return sage.sage_getsource(value)
-        return inspect.getsource(value)
-    except Exception:
-        return None
+    return _ask(value, "sage_getsource", inspect.getsource)
 
 
 def _file(value: Any) -> str | None:
+    return _ask(value, "sage_getfile", inspect.getfile) or None
+
+
+def _ask(value: Any, sage_function: str, plain_function) -> Any:
+    """Sage's sageinspect where Sage is loaded (it knows Cython and reST),
+    else inspect; None when neither can tell."""
     sage = _sage()
     try:
-        if sage is not None:
-            return sage.sage_getfile(value) or None
-        return inspect.getfile(value)
+        return getattr(sage, sage_function)(value) if sage else plain_function(value)
     except Exception:
         return None
 
