@@ -337,7 +337,9 @@ class Worker:
         elif kind == "complete":
             # Completion runs in the session, between executions: a session
             # that is computing cannot look at its names (nor can Jupyter's).
-            if session.state is not State.IDLE or session.queue:
+            # Behind another completion it waits: a fast typist asks again
+            # before the last answer's done has come back.
+            if self._computing(session):
                 raise ProtocolError("busy", "the session is running; complete when it is "
                                     "idle", re)
             self._execute(session, identity, request, re)
@@ -351,6 +353,13 @@ class Worker:
         elif kind == "end":
             self._kill(session, "ended")
             self._send(identity, protocol.reply("ended", re, session=session.id))
+
+    @staticmethod
+    def _computing(session: Session) -> bool:
+        """Running or about to run code (completions do not count)."""
+        waiting = [*session.queue, session.current] if session.state is not State.IDLE \
+            else list(session.queue)
+        return any(execution is None or execution.cursor is None for execution in waiting)
 
     def _serve_starts(self) -> None:
         while self.starts and self.forks_left > 0:

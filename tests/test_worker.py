@@ -426,6 +426,29 @@ def test_completion_while_a_cell_runs_is_refused_as_busy(client, session):
     assert client.collect(execution)[-1][0]["status"] == "ok"
 
 
+def test_completions_asked_back_to_back_are_all_answered(client, session):
+    """A fast typist asks again before the last answer's done is back: the
+    second completion waits for the first instead of being refused as busy."""
+    client.run(session, "radius_of_circle = 3\nradius_of_sphere = 4")
+    asked = {}
+    for code in ("radius_of_c", "radius_of_circle + radius_of_", "radius_of_s"):
+        asked[f"c{len(asked)}"] = code
+        client.sock.send_multipart(protocol.request(
+            "complete", f"r{len(asked)}", session=session, execution=f"c{len(asked) - 1}",
+            code=code, cursor=len(code)))
+    answers, done = {}, set()
+    while done != set(asked):
+        message, _ = client.receive(30)
+        assert message["type"] != "error", message
+        if message["type"] == "completions":
+            answers[message["execution"]] = message["matches"]
+        elif message["type"] == "done":
+            done.add(message["execution"])
+    assert answers == {"c0": ["radius_of_circle"],
+                       "c1": ["radius_of_circle", "radius_of_sphere"],
+                       "c2": ["radius_of_sphere"]}
+
+
 def test_a_bad_cursor_is_refused(client, session):
     reply = client.request("complete", session=session, execution="c", code="abc", cursor=9)
     assert reply["type"] == "error" and reply["code"] == "bad_field"
