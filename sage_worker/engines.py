@@ -259,8 +259,12 @@ class SageEngine(PythonEngine):
         # Sage's names are served as the namespace's builtins: one dict built
         # here, shared by every child. Copying thousands of names into each
         # session would write to every object's refcount and so copy its page.
-        self._builtins = {**vars(builtins), **{k: v for k, v in vars(sage.all).items()
-                                               if not k.startswith("__")}}
+        names = {k: v for k, v in vars(sage.all).items() if not k.startswith("__")}
+        # The symbolic variables (x) are globals, as in Sage: clear_vars() and
+        # `del x` remove them, and then they are gone.
+        self._symbols = {k: names.pop(k) for k in list(names)
+                         if isinstance(names[k], sage.all.Expression) and names[k].is_symbol()}
+        self._builtins = {**vars(builtins), **names}
         return time.perf_counter() - start
 
     def warm(self) -> None:
@@ -279,7 +283,7 @@ class SageEngine(PythonEngine):
         import sage.repl.ipython_extension  # noqa: F401  (%display: Sage's own magic)
 
     def namespace(self) -> dict[str, Any]:
-        return {"__name__": "__main__", "__builtins__": self._builtins}
+        return {"__name__": "__main__", "__builtins__": self._builtins, **self._symbols}
 
     def raise_interrupt(self, signum: int, frame: Any) -> None:
         # cysignals' own: clears its state, raises KeyboardInterrupt (or

@@ -201,6 +201,19 @@ def test_underscores_hold_the_last_three_results_as_in_the_repl(sage):
     assert client.run(session, "_").text == "'mine'"  # an assigned _ is the user's
 
 
+def test_the_symbolic_variable_x_is_a_global_as_in_sage(sage):
+    """clear_vars() and del remove x, as in the REPL (found by the fidelity
+    suite: x was served from the namespace's builtins, so it stayed)."""
+    client, _ = sage
+    session = client.start()
+    client.run(session, "var('y z'); clear_vars()")
+    assert client.run(session, "x + 1").of("error")[0]["evalue"] == "name 'x' is not defined"
+    other = client.start()
+    assert client.run(other, "x + 1").text == "x + 1"  # the next session has it again
+    client.run(other, "del x")
+    assert client.run(other, "x").of("error")[0]["ename"] == "NameError"
+
+
 def test_sleep_takes_the_preparsers_reals(sage):
     client, session = sage
     for code in ("sleep(0.05)", "import time\ntime.sleep(0.05)", "sleep(1/20)"):
