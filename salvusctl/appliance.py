@@ -24,6 +24,7 @@ from salvusctl import (
     access,
     accounts,
     leftovers,
+    messaging,
     migrate,
     postgres,
     probe,
@@ -36,6 +37,7 @@ from salvusctl.datadir import DataDir
 from salvusctl.errors import (
     ConfigError,
     DatabaseError,
+    NotInitialized,
     PortInUse,
     ProgramFailed,
     SalvusError,
@@ -232,10 +234,7 @@ class Appliance:
         return postgres.dsn(self.data, self.config)
 
     def url(self) -> str:
-        bind = self.config.get("salvus", "bind")
-        host = socket.gethostname() if bind in ("0.0.0.0", "::") else bind
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.config.get('web', 'port')}/"
+        return programs.web_url(self.config, self.config.get("web", "port"))
 
     def states(self) -> dict[str, dict]:
         if not self.supervisor.reachable():
@@ -527,8 +526,10 @@ class Appliance:
             )
         conn = postgres.connect(self.dsn)
         try:
-            return registry.check(conn, self.config.get("salvus", "instance"),
-                                  self.config.get("salvus", "host"), actual)
+            instance, host = self.config.get("salvus", "instance"), \
+                self.config.get("salvus", "host")
+            return registry.check(conn, instance, host, actual) + \
+                registry.check_browsers(conn, instance, host, actual)
         except Exception as exc:
             if type(exc).__module__.startswith("psycopg2"):
                 raise DatabaseError(
@@ -538,6 +539,13 @@ class Appliance:
             raise
         finally:
             conn.close()
+
+    def message(self, to: str, target: str | None, text: str) -> messaging.Outcome:
+        """Send ``text`` to browsers through the frontends' bus."""
+        if not self.data.frontends_file.exists():
+            raise NotInitialized(f"{self.data.frontends_file} is missing; run "
+                                 "`salvusctl start` first")
+        return messaging.send(self.data.frontends_file, self.data.web_key, to, target, text)
 
     def migrate(self) -> None:
         self._require_database(self.states())

@@ -1,4 +1,4 @@
-"""``salvusctl``: init, start, stop, restart, status, check, db migrate.
+"""``salvusctl``: init, start, stop, restart, status, check, message, db migrate.
 
 State travels in a ``Context`` object (click's ``obj``); errors are
 ``SalvusError`` subclasses, which click's ``Command.main`` prints as one
@@ -13,11 +13,12 @@ from pathlib import Path
 
 import click
 
-from salvusctl import __version__
+from salvusctl import __version__, messaging
 from salvusctl.appliance import Appliance
 from salvusctl.appliance import init as init_data
 from salvusctl.datadir import default_path
 from salvusctl.errors import ProgramFailed
+from web import bus
 
 NOT_RUNNING_EXIT = 3
 
@@ -48,7 +49,8 @@ def cli(ctx: click.Context, data: Path) -> None:
 @click.option("--force", is_flag=True,
               help="Re-render the supervisord files from the config (database untouched).")
 @click.option("--base-port", type=click.IntRange(1, 65000),
-              help="Web port; workers use it +100, the database +200, memcached +300.")
+              help="Web port; workers use it +100, the database +200, memcached +300, "
+                   "the frontends' bus +400.")
 @click.option("--web", "web_count", type=click.IntRange(1, 64), help="Number of web frontends.")
 @click.option("--workers", type=click.IntRange(1, 256), help="Number of compute workers.")
 @click.option("--dsn", help="Use this PostgreSQL database instead of an embedded cluster.")
@@ -62,6 +64,7 @@ def init(obj: Context, force: bool, base_port: int | None, web_count: int | None
         overrides[("worker", "port")] = base_port + 100
         overrides[("database", "port")] = base_port + 200
         overrides[("memcached", "port")] = base_port + 300
+        overrides[("web", "bus_port")] = base_port + 400
     if web_count is not None:
         overrides[("web", "count")] = web_count
     if workers is not None:
@@ -137,6 +140,26 @@ def check(obj: Context) -> None:
         click.echo(f"problem: {line}")
     if found:
         raise ProgramFailed(f"{len(found)} problem(s) found; see the lines above")
+
+
+@cli.command()
+@click.option("--to", "to", default="all", show_default=True, metavar="all|KIND:ID",
+              help="all, or browser:ID, session:ID or account:ID.")
+@click.argument("text")
+@pass_context
+def message(obj: Context, to: str, text: str) -> None:
+    """Show TEXT as a banner on the pages it is meant for, on every frontend."""
+    appliance = obj.appliance()
+    try:
+        kind, target = messaging.parse_target(to)
+        outcome = appliance.message(kind, target, text)
+    except (ValueError, bus.BusError) as exc:
+        raise click.BadParameter(str(exc)) from None
+    per = ", ".join(f"{name} {n}" for name, n in sorted(outcome.delivered.items()))
+    click.echo(f"delivered to {outcome.total} browser(s) ({per})")
+    for name in outcome.silent:
+        click.echo(f"note: {name} did not answer (not running?); browsers on it did not "
+                   "get the message")
 
 
 @cli.group()

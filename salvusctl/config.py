@@ -107,6 +107,10 @@ SCHEMA: tuple[Key, ...] = (
         "Number of web frontends on this host (programs web0, web1, ...)."),
     Key("web", "port", lambda: "8080", PORT,
         "HTTP port of web0; frontend i listens on port + i."),
+    Key("web", "bus_port", lambda: "8480", PORT,
+        "ZeroMQ port of the frontends' bus (CURVE-encrypted PUB/SUB): frontend i\n"
+        "publishes on bus_port + 1 + i; `salvusctl message` publishes on bus_port\n"
+        "while it sends."),
     Key("web", "sessions_per_browser", lambda: "10", _int_in(1, 10000),
         "Worksheet sessions one browser may hold open on a frontend."),
     Key("web", "sessions_per_ip", lambda: "200", _int_in(1, 100000),

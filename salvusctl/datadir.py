@@ -57,6 +57,7 @@ class DataDir:
     web_key = property(lambda self: self.curve / "web.key_secret")
     allowed_clients = property(lambda self: self.curve / "clients")
     workers_file = property(lambda self: self.etc / "workers.json")
+    frontends_file = property(lambda self: self.etc / "frontends.json")
 
     def cluster(self, config: configfile.Config) -> Path:
         chosen = config.get("database", "cluster")

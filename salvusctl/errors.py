@@ -48,3 +48,7 @@ class ProgramFailed(SalvusError):
 
 class UnknownProgram(SalvusError):
     exit_code = 11
+
+
+class NotDelivered(SalvusError):
+    exit_code = 12

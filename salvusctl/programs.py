@@ -13,6 +13,7 @@ import json
 import re
 import shlex
 import shutil
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from salvusctl.config import Config
 from salvusctl.datadir import DataDir
 from salvusctl.errors import ConfigError, UnknownProgram
 from salvusctl.resources import templates_dir
+from web.bus import Directory
 
 # Start in this order; stop in the reverse one (database last).
 START_ORDER = {"postgres": 0, "registry": 1, "memcached": 1, "worker": 2, "web": 3}
@@ -112,13 +114,44 @@ def plan(data: DataDir, config: Config, service: Account | None) -> list[Program
         }, (port,)))
     for i in range(config.get("web", "count")):
         port = config.get("web", "port") + i
+        bus = bus_port(config, i)
+        options = [
+            *web_options(data, config, memcached),
+            "--frontends-file", str(data.frontends_file),
+            "--bus-bind", f"tcp://{config.get('salvus', 'bind')}:{bus}",
+            "--instance", config.get("salvus", "instance"),
+            "--host", config.get("salvus", "host"),
+            "--public-url", web_url(config, port)]
         found.append(Program(f"web{i}", "web.conf.in", {
             **common, "name": f"web{i}", "index": str(i), "port": str(port),
             "workers_file": str(data.workers_file), "launcher": launcher,
-            "options": _supervisor_value(shlex.join(web_options(data, config, memcached))),
-        }, (port,)))
-    _check_ports_distinct(found)
+            "options": _supervisor_value(shlex.join(options)),
+        }, (port, bus)))
+    # salvusctl message binds this port while it sends: no program may take it.
+    _check_ports_distinct([*found, Program("salvusctl message", "", {},
+                                           (config.get("web", "bus_port"),))])
     return found
+
+
+def bus_port(config: Config, index: int) -> int:
+    """The port frontend ``index`` publishes on (bus_port itself is salvusctl's)."""
+    return config.get("web", "bus_port") + 1 + index
+
+
+def reachable_host(config: Config) -> str:
+    """Where this host's programs are reached: the bind address, or this
+    host's name when they listen on every address."""
+    bind = config.get("salvus", "bind")
+    host = socket.gethostname() if bind in ("0.0.0.0", "::") else bind
+    return f"[{host}]" if ":" in host else host
+
+
+def web_url(config: Config, port: int) -> str:
+    return f"http://{reachable_host(config)}:{port}/"
+
+
+def bus_endpoint(config: Config, port: int) -> str:
+    return f"tcp://{reachable_host(config)}:{port}"
 
 
 def _memcached_binary() -> str:
@@ -179,7 +212,8 @@ def _check_ports_distinct(found: list[Program]) -> None:
             if port in owner:
                 raise ConfigError(
                     f"{owner[port]} and {program.name} would both use port {port}; "
-                    "move [web] port, [worker] port or [database] port apart in the config"
+                    "move [web] port, [web] bus_port, [worker] port or [database] port apart "
+                    "in the config"
                 )
             owner[port] = program.name
 
@@ -221,6 +255,12 @@ def rendered(data: DataDir, config: Config, service: Account | None) -> dict[Pat
     workers = [{"name": p.name, "endpoint": f"tcp://{bind}:{p.ports[0]}",
                 "server_key": server_key} for p in found if p.kind == "worker"]
     files[data.workers_file] = json.dumps(workers, indent=2) + "\n"
+    # The bus: each frontend subscribes to the others and to salvusctl message.
+    web_public = curve.load_public(data.web_key).decode()
+    frontends = [{"name": p.name, "bus": bus_endpoint(config, p.ports[1]), "key": web_public,
+                  "http": web_url(config, p.ports[0])} for p in found if p.kind == "web"]
+    files[data.frontends_file] = Directory.render(
+        frontends, bus_endpoint(config, config.get("web", "bus_port")), web_public)
     for program in found:
         files[data.programs_dir / f"{program.name}.conf"] = render_template(
             program.template, program.values)

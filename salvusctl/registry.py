@@ -15,6 +15,8 @@ from salvusctl.programs import kind_of
 
 # supervisord reports a pid only while the process exists.
 LIVE_STATES = {"STARTING", "RUNNING", "BACKOFF", "STOPPING"}
+# States a process reports once it has ended (with the pid it had).
+ENDED_STATES = {"EXITED", "STOPPED"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,11 @@ def record(conn, events: list[Event], source: str = "listener") -> None:
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (e.instance, e.name, e.kind, e.host, e.pid, e.state, e.from_state, source, e.at),
             )
+            if e.kind == "web" and e.state in ENDED_STATES and e.pid:
+                # Its websockets ended with it (a frontend killed cannot say so).
+                cur.execute("DELETE FROM browsers WHERE instance = %s AND host = %s"
+                            " AND frontend = %s AND pid = %s",
+                            (e.instance, e.host, e.name, e.pid))
             # Only a newer observation replaces the current row.
             cur.execute(
                 "INSERT INTO components (instance, name, kind, host, pid, state, updated_at)"
@@ -110,3 +117,20 @@ def check(conn, instance: str, host: str, actual: dict[str, dict]) -> list[str]:
             )
         repairs += [f"{name}: removed row of a program that no longer exists" for name in stale]
     return repairs
+
+
+def check_browsers(conn, instance: str, host: str, actual: dict[str, dict]) -> list[str]:
+    """Remove ``browsers`` rows of frontend processes of this host that no
+    longer run (killed, stopped, or gone from the config); one line each."""
+    running = {name: info["pid"] for name, info in actual.items()
+               if info["statename"] == "RUNNING" and info["pid"]}
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT frontend, pid, count(*) FROM browsers WHERE instance = %s"
+                    " AND host = %s GROUP BY frontend, pid ORDER BY frontend, pid",
+                    (instance, host))
+        stale = [(name, pid, n) for name, pid, n in cur.fetchall() if running.get(name) != pid]
+        for name, pid, _ in stale:
+            cur.execute("DELETE FROM browsers WHERE instance = %s AND host = %s"
+                        " AND frontend = %s AND pid = %s", (instance, host, name, pid))
+    return [f"browsers: removed {n} row(s) of {name} pid {pid}, which no longer runs"
+            for name, pid, n in stale]

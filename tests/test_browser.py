@@ -313,6 +313,29 @@ def test_a_second_frontend_serves_another_browser_at_the_same_time(chromium, app
         other_context.close()
 
 
+def test_an_admin_message_is_a_banner_on_every_frontends_pages(chromium, appliance, page):
+    data, base = appliance
+    other_context = chromium.new_context(viewport={"width": 420, "height": 800})
+    other = other_context.new_page()
+    try:
+        other.goto(f"http://127.0.0.1:{base + 1}/")  # the other frontend
+        wait_ready(other)
+        text = "Maintenance at 22:00 <b>UTC</b>: save your work."
+        sent = run(data, "message", text)
+        assert sent.stdout.startswith("delivered to 2 browser(s)")
+        for shown in (page, other):
+            banner = shown.locator(".announcement")
+            expect(banner.locator(".text")).to_have_text(text)  # as text, never HTML
+            expect(banner.locator(".from")).to_have_text("from the admin")
+        ARTIFACTS.mkdir(exist_ok=True)
+        other.screenshot(path=ARTIFACTS / "admin_message_narrow.png")
+        other.get_by_role("button", name="dismiss").click()
+        expect(other.locator(".announcement")).to_have_count(0)
+        expect(page.locator(".announcement")).to_have_count(1)  # dismissed there only
+    finally:
+        other_context.close()
+
+
 def test_share_then_open_the_link_shows_the_same_cells_and_output(page, chromium):
     run_cell(page, "a = 6", 0)
     run_cell(page, "a * 7", 1)

@@ -65,7 +65,13 @@ def test_plan_names_every_program_in_start_order(make_folder):
     found = plan_for(make_folder, web__count=2, worker__count=3)
     assert [p.name for p in found] == ["postgres", "memcached", "registry", "worker0",
                                        "worker1", "worker2", "web0", "web1"]
-    assert [p.ports for p in found if p.kind == "web"] == [(8080,), (8081,)]
+    # HTTP, then the bus publisher (bus_port itself is salvusctl message's)
+    assert [p.ports for p in found if p.kind == "web"] == [(8080, 8481), (8081, 8482)]
+
+
+def test_a_program_may_not_take_the_port_salvusctl_message_binds(make_folder):
+    with pytest.raises(ConfigError, match="worker0 and salvusctl message would both use port 8180"):
+        plan_for(make_folder, web__bus_port=8180)  # worker0's
 
 
 def test_external_database_has_no_postgres_program(make_folder):

@@ -1,9 +1,12 @@
 """The Salvus web frontend: ``create_app(config)`` builds the Flask app.
 
-Config keys: NAME, DSN_FILE (database; blobs and health), WORKERS_FILE (the
-workers list salvusctl writes), CURVE_KEY (this frontend's CURVE certificate
-for the workers), QUOTAS (web.sessions.Quotas), API_LIMITS (web.api.ApiLimits),
-MEMCACHED, ALLOWED_ORIGINS (sites that may embed us or call us from a page).
+Config keys: NAME, DSN_FILE (database; blobs, health, the browsers table),
+WORKERS_FILE (the workers list salvusctl writes), CURVE_KEY (this frontend's
+CURVE certificate for the workers and the bus), FRONTENDS_FILE and BUS_BIND
+(the bus to the other frontends, web/bus.py; PUBLIC_URL is announced on it),
+INSTANCE and HOST (where this frontend is, for the browsers table), QUOTAS
+(web.sessions.Quotas), API_LIMITS (web.api.ApiLimits), MEMCACHED,
+ALLOWED_ORIGINS (sites that may embed us or call us from a page).
 Without WORKERS_FILE the app serves pages and health only (unit tests).
 ``create_app`` starts nothing: ``app.extensions["salvus"].start()`` starts the
 frontend's greenlets (web/__main__.py does, when it serves).
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 import sys
 import time
 import traceback
@@ -24,11 +28,15 @@ from flask_limiter.errors import RateLimitExceeded
 from flask_sock import Sock
 from werkzeug.exceptions import HTTPException
 
+from sage_worker import curve
 from web import api, blobs, permalinks, security
+from web.browsers import BrowserTable, Place
+from web.bus import Bus
 from web.cache import Cache
 from web.db import Database, DatabaseUnavailable
 from web.sessions import Quotas, SessionManager
 from web.websocket import serve_browser
+from web.workers import WorkerPool
 
 STATIC = Path(__file__).parent / "static"
 BROWSER_COOKIE = "salvus_browser"
@@ -48,6 +56,8 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.update(NAME="web", STARTED=time.time(), QUOTAS=Quotas(), DSN_FILE=None,
                       API_LIMITS=api.ApiLimits(), MAX_CONTENT_LENGTH=2 << 20, MEMCACHED=None,
                       WORKERS_FILE=None, CURVE_KEY=None, ALLOWED_ORIGINS=(), SERVER_NAMES=(),
+                      FRONTENDS_FILE=None, BUS_BIND=None, PUBLIC_URL="", INSTANCE="salvus",
+                      HOST=socket.gethostname(),
                       SOCK_SERVER_OPTIONS={"ping_interval": 20,
                                            "max_message_size": 2 << 20})
     app.config.update(config or {})
@@ -56,13 +66,18 @@ def create_app(config: dict | None = None) -> Flask:
     db = Database(app.config["DSN_FILE"])
     cache = Cache(app.config["MEMCACHED"], say)
     manager = SessionManager(db, app.config["QUOTAS"], say)
+    key = curve.load_pair(Path(app.config["CURVE_KEY"])) if app.config["CURVE_KEY"] else None
     if app.config["WORKERS_FILE"]:
-        from sage_worker import curve
-        from web.workers import WorkerPool
-
-        key = curve.load_pair(Path(app.config["CURVE_KEY"])) if app.config["CURVE_KEY"] \
-            else None
         manager.pool = WorkerPool(app.config["WORKERS_FILE"], manager.client(name, key), say)
+    if app.config["FRONTENDS_FILE"]:
+        # Every frontend (and salvusctl message) holds the one web key: it is
+        # the bus's allow-list.
+        manager.bus = Bus(name, key, {key.public} if key else set(), app.config["BUS_BIND"],
+                          Path(app.config["FRONTENDS_FILE"]), manager.deliver, say,
+                          http=app.config["PUBLIC_URL"])
+    if db.configured:
+        manager.table = BrowserTable(db, Place.here(app.config["INSTANCE"], app.config["HOST"],
+                                                    name), say)
     app.extensions["salvus"] = manager
     allowed = tuple(app.config["ALLOWED_ORIGINS"])
     names = security.local_names() | {n.lower() for n in app.config["SERVER_NAMES"]}
@@ -178,8 +193,10 @@ def create_app(config: dict | None = None) -> Flask:
         ok = health_cache["database"] and (workers > 0 or manager.pool is None)
         body = {"status": "ok" if ok else "degraded", "name": name, "workers": workers,
                 "database": health_cache["database"], "sessions": len(manager.sessions),
-                "detached": manager.detached_count(),
+                "detached": manager.detached_count(), "browsers": len(manager.connections),
                 "uptime": round(time.time() - app.config["STARTED"], 3)}
+        if manager.bus is not None:
+            body["bus"] = {"peers": sorted(manager.bus.live_peers()), "lost": manager.bus.lost}
         return jsonify(body), 200 if ok else 503
 
     @app.post("/api/execute")

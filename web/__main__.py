@@ -26,6 +26,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers-file")
     parser.add_argument("--curve-key", help="this frontend's CURVE certificate (with its "
                         "secret key) for talking to the workers")
+    parser.add_argument("--frontends-file", help="the frontends' bus endpoints (salvusctl "
+                        "writes it; watched for changes)")
+    parser.add_argument("--bus-bind", help="ZeroMQ endpoint of this frontend's bus publisher")
+    parser.add_argument("--instance", default="salvus")
+    parser.add_argument("--host", default=socket.gethostname())
+    parser.add_argument("--public-url", default="", help="this frontend's URL, told to peers")
     parser.add_argument("--memcached", help="memcached's unix socket, or HOST:PORT "
                         "(optional)")
     parser.add_argument("--allowed-origins", default="",
@@ -58,7 +64,10 @@ def main(argv: list[str] | None = None) -> None:
                       "WORKERS_FILE": args.workers_file, "CURVE_KEY": args.curve_key,
                       "QUOTAS": quotas, "API_LIMITS": api_limits,
                       "MEMCACHED": args.memcached, "ALLOWED_ORIGINS": origins,
-                      "SERVER_NAMES": tuple(args.server_names.split())})
+                      "SERVER_NAMES": tuple(args.server_names.split()),
+                      "FRONTENDS_FILE": args.frontends_file, "BUS_BIND": args.bus_bind,
+                      "INSTANCE": args.instance, "HOST": args.host,
+                      "PUBLIC_URL": args.public_url})
     app.extensions["salvus"].start()
     listener = socket.socket(socket.AF_INET6 if ":" in args.bind else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -70,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     gevent.signal_handler(signal.SIGTERM, server.stop)
     log(f"{args.name}: serving http://{args.bind}:{args.port}/")
     server.serve_forever()
+    app.extensions["salvus"].stopped()
 
 
 if __name__ == "__main__":

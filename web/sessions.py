@@ -28,6 +28,8 @@ from gevent.lock import Semaphore
 
 from sage_worker.once import OncePerKind
 from web import blobs, frames, wire
+from web.browsers import BrowserTable
+from web.bus import Bus
 from web.db import DatabaseUnavailable
 from web.workers import WorkerClient, WorkerLink, WorkerPool, WorkerUnavailable
 
@@ -51,8 +53,10 @@ class Connection:
     """One websocket. Everything is written by one greenlet, started by ``start``:
     direct replies first, then the followed session's messages, in seq order."""
 
-    def __init__(self, ws):
+    def __init__(self, ws, browser: str = ""):
+        self.id = secrets.token_urlsafe(12)  # its row in the browsers table
         self.ws = ws
+        self.browser = browser
         self.direct: deque[str] = deque()
         self.session: Session | None = None
         self.next_seq = 1
@@ -424,6 +428,9 @@ class SessionManager:
         self.reaper = None
         self.log_bytes = 0  # all sessions' logs together
         self.problem = OncePerKind(say)  # faults of ours, logged once per kind
+        self.connections: dict[str, Connection] = {}  # open websockets, by id
+        self.table: BrowserTable | None = None  # where they are, for everyone to see
+        self.bus: Bus | None = None  # the other frontends
 
     def client(self, name: str, key) -> WorkerClient:
         """Who this frontend is to its workers; their messages come back here."""
@@ -433,7 +440,53 @@ class SessionManager:
     def start(self) -> None:
         if self.pool is not None:
             self.pool.start()
+        if self.table is not None:
+            self.table.start()
+        if self.bus is not None:
+            self.bus.start()
         self.reaper = gevent.spawn(self._reap)
+
+    def stopped(self) -> None:
+        """The server stopped (SIGTERM): our rows leave the browsers table now
+        (the registry listener would clear them too, a little later)."""
+        for connection in list(self.connections.values()):
+            self.disconnected(connection)
+        if self.table is not None:
+            with contextlib.suppress(Exception), gevent.Timeout(3):
+                self.table.sync()
+        if self.bus is not None:
+            self.bus.close()
+
+    # -- websockets
+
+    def connected(self, connection: Connection) -> None:
+        self.connections[connection.id] = connection
+        if self.table is not None:
+            self.table.connected(connection.id, connection.browser)
+
+    def following(self, connection: Connection, session: Session) -> None:
+        if self.table is not None:
+            self.table.followed(connection.id, session.id)
+
+    def disconnected(self, connection: Connection) -> None:
+        self.connections.pop(connection.id, None)
+        if self.table is not None:
+            self.table.closed(connection.id)
+
+    def deliver(self, message: dict) -> int:
+        """Show a bus message (web/bus.py) on the pages here it is meant for;
+        how many got it. Until accounts exist, a browser is its own account."""
+        to, target = message["to"], message["target"]
+        shown = {"type": "announcement", "id": message["id"], "text": message["text"],
+                 "from": message["sender"]}
+        count = 0
+        for connection in list(self.connections.values()):
+            if to == "all" or (to in ("browser", "account") and connection.browser == target) \
+                    or (to == "session" and connection.session is not None
+                        and connection.session.id == target):
+                connection.send(shown)
+                count += 1
+        return count
 
     # -- sessions of browsers
 

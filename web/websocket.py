@@ -18,8 +18,9 @@ def serve_browser(ws, manager: SessionManager, browser: str, ip: str) -> None:
     """Serve one websocket until it closes. A message that cannot be handled
     (a refusal, or a fault of ours) costs that message, never the connection."""
     whole_frames(ws)  # until simple-websocket releases its fix for partial writes
-    connection = Connection(ws)
+    connection = Connection(ws, browser)
     connection.start()
+    manager.connected(connection)
     session: Session | None = None
     try:
         while not connection.closed:
@@ -40,6 +41,7 @@ def serve_browser(ws, manager: SessionManager, browser: str, ip: str) -> None:
     finally:
         if session is not None:
             session.detach(connection)
+        manager.disconnected(connection)
         connection.close()
         _hang_up(ws)
 
@@ -75,6 +77,7 @@ def _dispatch(message: dict, connection: Connection, session: Session | None,
         if session is not None and session is not chosen:
             session.detach(connection)
         chosen.attach(connection, message.get("last_seq", 0))
+        manager.following(connection, chosen)
         return chosen
     if session is None:
         raise wire.WireError("no_session", f"send 'open' before '{kind}'")

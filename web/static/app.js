@@ -456,6 +456,7 @@ function connect() {
     }
     if (message.type === "pong") return;
     if (message.type === "completions") return completed(message);
+    if (message.type === "announcement") return announce(message);
     if (message.type === "gap") return setStatus("reconnecting", message.text);
     apply(message);
   };
@@ -465,6 +466,30 @@ function connect() {
     setTimeout(connect, state.backoff);
     state.backoff = Math.min(state.backoff * 2, 8000);
   };
+}
+
+// A message for this page from the admin or another page's frontend: a banner
+// until dismissed (its text is shown as text, never as HTML).
+function announce(message) {
+  const box = document.getElementById("announcements");
+  if (box.querySelector(`[data-id="${CSS.escape(message.id)}"]`)) return;
+  const banner = document.createElement("div");
+  banner.className = "announcement";
+  banner.dataset.id = message.id;
+  banner.setAttribute("role", "alert");
+  const text = document.createElement("div");
+  text.className = "text";
+  text.textContent = message.text;
+  const from = document.createElement("div");
+  from.className = "from";
+  from.textContent = message.from === "admin" ? "from the admin" : `from ${message.from}`;
+  const close = document.createElement("button");
+  close.type = "button";
+  close.textContent = "✕";
+  close.setAttribute("aria-label", "dismiss");
+  close.onclick = () => banner.remove();
+  banner.append(text, from, close);
+  box.appendChild(banner);
 }
 
 function attached(message) {
