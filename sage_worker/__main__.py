@@ -56,6 +56,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="uids for sessions (isolation full): FIRST:LAST")
     parser.add_argument("--network", choices=("private", "shared"), default="private",
                         help="isolation full: each session in an empty network namespace")
+    parser.add_argument("--publish", help="ZeroMQ endpoint to publish every session "
+                        "message on (topic: the session), for the frontends that watch it")
+    parser.add_argument("--log-mb", type=int, default=256, metavar="MB",
+                        help="what all sessions' message logs may hold together")
     parser.add_argument("--spares", type=int, default=2, metavar="N",
                         help="session children kept forked and ready (0: fork on demand)")
     Limits.add_arguments(parser)
@@ -106,7 +110,8 @@ def make_settings(args: argparse.Namespace, limits: Limits) -> Settings:
     except ValueError as exc:
         fail(f"{args.name}: {exc}; run `salvusctl init --force` to re-create the keys")
     return Settings(args.endpoint, args.name, box, args.uid_range if full else None,
-                    server_key, clients, max(args.spares, 0))
+                    server_key, clients, max(args.spares, 0), args.publish,
+                    max(args.log_mb, 1))
 
 
 def main(argv: list[str] | None = None) -> None:

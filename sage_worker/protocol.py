@@ -7,6 +7,12 @@ Frames on the ZeroMQ socket (the client is a DEALER, the worker a ROUTER)::
 
     (the ROUTER sees the client's identity frame in front of these)
 
+Every session message is also published on the worker's PUB socket, with
+the session's id as the topic, and kept in the session's log (``replay``
+sends what a client missed)::
+
+    worker -> subscribers   [ session id | b"salvus-worker/1" | JSON message | blob ]
+
 Every JSON frame is a UTF-8 object with a ``type``. Requests carry an ``id``
 chosen by the client; direct replies echo it as ``re``. Output of an
 execution carries ``session``, ``execution`` and ``seq`` (per session, from
@@ -25,7 +31,7 @@ MAX_ID_LENGTH = 64
 
 DONE_STATUSES = ("ok", "error", "interrupted", "timeout", "limit", "killed")
 OUTPUT_TYPES = ("stream", "result", "image", "error", "notice", "done", "interact",
-                "completions")
+                "completions", "queued", "running")
 # What an output may be shown as; anything else is refused where it enters.
 IMAGE_MIMES = ("image/png", "image/svg+xml")
 # A 3D scene: JSON that the page's own three.js viewer draws in a sandboxed frame.
@@ -47,6 +53,8 @@ REQUESTS: dict[str, dict[str, type]] = {
     "interact": {"session": str, "execution": str, "interact": str, "values": dict},
     "claim": {"sessions": list},
     "complete": {"session": str, "execution": str, "code": str, "cursor": int},
+    # the session's logged messages after seq ``after``, then ``replayed``
+    "replay": {"session": str, "after": int},
 }
 
 
@@ -96,6 +104,11 @@ def parse_request(frames: list[bytes]) -> dict[str, Any]:
         raise ProtocolError("bad_field", "claim: 'sessions' must be a list of session ids", re)
     if kind == "execute":
         _check_execute_options(request, re)
+    if kind in ("execute", "interact") and not _is_id(request.get("cell", "c")):
+        raise ProtocolError("bad_field", f"{kind}: 'cell' must have 1 to {MAX_ID_LENGTH} "
+                            "characters", re)
+    if kind == "replay" and request["after"] < 0:
+        raise ProtocolError("bad_field", "replay: 'after' must not be negative", re)
     if kind == "complete" and not (0 <= request["cursor"] <= len(request["code"])
                                    <= MAX_CODE_FOR_COMPLETION):
         raise ProtocolError("bad_field", "complete: 'cursor' must be within 'code' (at most "
@@ -154,6 +167,8 @@ def check_output(kind: str, fields: dict[str, Any], blob: bytes | None) -> None:
     """Validate one output message's fields (its own, without session, execution
     and seq). Session processes run hostile code, so the worker checks what a
     session sends before forwarding it, and clients check it again."""
+    if fields.get("cell") is not None and not _is_id(fields["cell"]):
+        raise _bad(kind, "'cell' must be an id of 1 to 64 characters")
     interact = fields.get("interact")
     if interact is not None and not (isinstance(interact, str)
                                      and 0 < len(interact) <= MAX_ID_LENGTH):
@@ -196,6 +211,11 @@ def check_output(kind: str, fields: dict[str, Any], blob: bytes | None) -> None:
                 and all(0 < len(m) <= 200 for m in matches)
                 and type(start) is int and type(end) is int and 0 <= start <= end):
             raise _bad(kind, f"needs matches (at most {MAX_COMPLETIONS} names), start, end")
+    elif kind == "queued":  # the worker's own: an execution waits (a cell's has its code)
+        if not (fields.get("code") is None or isinstance(fields["code"], str)):
+            raise _bad(kind, "code must be text")
+    elif kind == "running":  # the worker's own: an execution started
+        pass
     else:
         raise _bad(str(kind)[:40], "unknown output type")
 
@@ -238,6 +258,22 @@ def output(kind: str, session: str, execution: str, seq: int, blob: bytes | None
 def event(kind: str, session: str, seq: int, **fields: Any) -> list[bytes]:
     """A session-level message not tied to an execution (e.g. session_ended)."""
     return _frames({"type": kind, "session": session, "seq": seq, **fields})
+
+
+def published(session: str, frames: list[bytes]) -> list[bytes]:
+    """A session message as the PUB socket sends it: its session is the topic."""
+    return [session.encode(), *frames]
+
+
+def parse_published(frames: list[bytes]) -> tuple[dict[str, Any], bytes | None]:
+    """Subscriber side: a published message, validated like any other; its
+    topic must be the session it names."""
+    if len(frames) < 3:
+        raise ProtocolError("malformed", "a published message has a topic and a message")
+    message, blob = parse_message(frames[1:])
+    if message.get("session", "").encode() != frames[0]:
+        raise ProtocolError("malformed", "published under another session's topic")
+    return message, blob
 
 
 def parse_message(frames: list[bytes]) -> tuple[dict[str, Any], bytes | None]:

@@ -43,6 +43,7 @@ from sage_worker.limits import Limits
 from sage_worker.once import OncePerKind
 from sage_worker.protocol import ProtocolError
 from sage_worker.session import Execution, Session, State
+from sage_worker.sessionlog import LogBudget
 from sage_worker.system import System
 
 MAX_QUEUE = 100
@@ -81,6 +82,8 @@ class Settings:
     server_key: curve.KeyPair | None = None  # None: no CURVE (unit tests only)
     clients: frozenset[bytes] = frozenset()  # allowed client public keys (Z85)
     spares: int = 2  # children kept forked and ready
+    publish: str | None = None  # the PUB endpoint every session message goes out on
+    log_mb: int = 256  # all sessions' logs together (sessionlog.py)
 
     @property
     def limits(self) -> Limits:
@@ -139,6 +142,13 @@ class Worker:
         # client (same routing id) takes over its old connection.
         self.router.router_mandatory = True
         self.router.router_handover = True
+        # Session messages for every frontend that watches: an XPUB, so that
+        # subscriptions arrive as events (which sessions are watched). A slow
+        # subscriber loses messages here and repairs the gap with replay.
+        self.pub = self.context.socket(zmq.XPUB)
+        self.pub.linger = 0
+        self.pub.sndhwm = 10000
+        self.budget = LogBudget(settings.log_mb << 20)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -147,7 +157,10 @@ class Worker:
         if self.settings.server_key is not None:
             self.zap.bind(curve.ZAP_ENDPOINT)
             curve.serve_as(self.router, self.settings.server_key)
+            curve.serve_as(self.pub, self.settings.server_key)
         self.router.bind(self.settings.endpoint)
+        if self.settings.publish:
+            self.pub.bind(self.settings.publish)
         # Only this process holds the write end: when it dies, however it
         # dies, every session's init sees the pipe close and ends.
         self.lifeline = os.pipe()
@@ -190,6 +203,7 @@ class Worker:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.zap, zmq.POLLIN)
+        poller.register(self.pub, zmq.POLLIN)
         poller.register(wake_read, zmq.POLLIN)
         polled: dict[int, Session] = {}  # channels and setup reports, by descriptor
         try:
@@ -232,6 +246,8 @@ class Worker:
                 self._read_report(session)
             if events.get(self.zap):
                 self._answer_zap()
+            if events.get(self.pub):
+                self._read_subscriptions()
             if not events and self.refill_due:
                 # Forking spares waits for a quiet moment: it would delay
                 # requests that are already on their way.
@@ -264,6 +280,7 @@ class Worker:
             self._reap()
             time.sleep(0.01)
         self.router.close(linger=0)
+        self.pub.close(linger=0)
         self.zap.close(linger=0)
         self.context.term()
         for group in self.groups_to_remove:
@@ -343,6 +360,8 @@ class Worker:
                 raise ProtocolError("busy", "the session is running; complete when it is "
                                     "idle", re)
             self._execute(session, identity, request, re)
+        elif kind == "replay":
+            self._replay(session, identity, request["after"], re)
         elif kind == "interrupt":
             self._interrupt(session)
             self._send(identity, protocol.reply("interrupting", re, session=session.id))
@@ -556,10 +575,15 @@ class Worker:
             raise ProtocolError("queue_full", f"{MAX_QUEUE} executions are already waiting "
                                 "in this session", re)
         options = {k: request[k] for k in ("typeset", "language", "webgl") if k in request}
-        session.queue.append(Execution(identity, request["execution"], request.get("code"),
-                                       request.get("interact"), request.get("values"),
-                                       request.get("cursor"), options))
+        execution = Execution(identity, request["execution"], request.get("code"),
+                              request.get("interact"), request.get("values"),
+                              request.get("cursor"), options, cell=request.get("cell"))
+        session.queue.append(execution)
         session.owner = identity
+        if execution.cursor is None:  # completions are the asker's alone
+            if execution.cell and execution.interact is None:
+                session.log.queued(execution.cell, execution.id, execution.code)
+            self._announce(session, execution, "queued", code=execution.code)
         self._next(session)
 
     def _next(self, session: Session) -> None:
@@ -570,6 +594,10 @@ class Worker:
         session.current = execution
         self.running.add(session)
         session.set_state(State.BUSY)
+        if execution.cursor is None:
+            if execution.cell:
+                session.log.running(execution.cell, execution.id)
+            self._announce(session, execution, "running")
         try:
             if execution.cursor is not None:
                 request = {"op": "complete", "execution": execution.id, "code": execution.code,
@@ -608,6 +636,8 @@ class Worker:
         self._finish_dead(old, notify=False)
         fresh = self._start(identity, re, session_id=old.id, seq=old.seq)
         fresh.restarted_at = time.monotonic()
+        fresh.log, fresh.watched = old.log, old.watched  # one session, one log
+        self.budget.used += fresh.log.bytes
         return fresh
 
     def _kill(self, session: Session, reason: str) -> None:
@@ -696,8 +726,56 @@ class Worker:
 
     def _emit(self, session: Session, kind: str, fields: dict, blob: bytes | None = None) -> None:
         execution = session.current
-        self._send(execution.owner, protocol.output(kind, session.id, execution.id,
-                                                    session.next_seq(), blob, **fields))
+        if execution.cell:
+            fields = {**fields, "cell": execution.cell}
+        # A completion's names are the asker's alone, not the session's news:
+        # they carry the session's current seq and stay out of its log.
+        completing = execution.cursor is not None
+        seq = session.seq if completing else session.next_seq()
+        frames = protocol.output(kind, session.id, execution.id, seq, blob, **fields)
+        self._send(execution.owner, frames)
+        if not completing:
+            self._record(session, seq, frames)
+
+    def _announce(self, session: Session, execution: Execution, kind: str, **fields) -> None:
+        """The worker's own news of an execution (queued, running): logged and
+        published, not sent to the asker (it knows)."""
+        for name in ("cell", "interact"):
+            if getattr(execution, name):
+                fields[name] = getattr(execution, name)
+        seq = session.next_seq()
+        self._record(session, seq, protocol.output(kind, session.id, execution.id, seq,
+                                                   **fields))
+
+    def _record(self, session: Session, seq: int, frames: list[bytes]) -> None:
+        """Into the session's log, and out to the frontends that watch it."""
+        self.budget.used += session.log.append(seq, frames)
+        if self.budget.used > self.budget.limit:
+            self.budget.trim([(s.log, s.watched) for s in self.sessions.values()])
+        if session.watched:
+            with contextlib.suppress(zmq.Again):  # a full subscriber repairs by replay
+                self.pub.send_multipart(protocol.published(session.id, frames), zmq.NOBLOCK)
+
+    def _replay(self, session: Session, identity: bytes, after: int, re: str) -> None:
+        """What the session said after ``after`` (as it was said), then
+        ``replayed``: where its log starts now, and its cells' latest runs."""
+        for _, frames in session.log.after(after):
+            self._send(identity, frames)
+        self._send(identity, protocol.reply("replayed", re, session=session.id,
+                                            first=session.log.first, last=session.seq,
+                                            cells=session.log.cell_list()))
+
+    def _read_subscriptions(self) -> None:
+        """XPUB tells the first subscription to a topic and the last one going
+        (a subscriber that disconnects unsubscribes from all it had)."""
+        for _ in range(1000):
+            try:
+                event = self.pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            session = self.sessions.get(event[1:].decode(errors="replace"))
+            if session is not None and event[:1] in (b"\x00", b"\x01"):
+                session.watched = event[:1] == b"\x01"
 
     def _finish_execution(self, session: Session, status: str) -> None:
         execution = session.current
@@ -706,6 +784,8 @@ class Worker:
         elif execution.cut:
             status = "limit"
         self._emit(session, "done", {"status": status})
+        if execution.cell and execution.interact is None:
+            session.log.done(execution.cell, execution.id, status)
         session.current = None
         self.running.discard(session)
         session.last_active = time.monotonic()
@@ -756,6 +836,7 @@ class Worker:
         self.watch_changed = True
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
+            self.budget.used -= session.log.bytes
         if session in self.spares:
             self.spares.remove(session)
             self.refill_due = True
@@ -767,8 +848,10 @@ class Worker:
         if notify and session.owner:
             limited = killed_by == signal.SIGXCPU or session.limit_note
             reason = session.end_reason or ("limit" if limited else "crashed")
-            self._send(session.owner, protocol.event("session_ended", session.id,
-                                                     session.next_seq(), reason=reason))
+            seq = session.next_seq()
+            frames = protocol.event("session_ended", session.id, seq, reason=reason)
+            self._send(session.owner, frames)
+            self._record(session, seq, frames)
 
     def _why_it_ended(self, session: Session, execution: Execution,
                       killed_by: int | None) -> tuple[str, str]:

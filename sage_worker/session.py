@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sage_worker.cgroups import Group
 from sage_worker.channel import Decoder
+from sage_worker.sessionlog import SessionLog
 
 
 class State(enum.Enum):
@@ -36,6 +37,7 @@ class Execution:
     values: dict | None = None
     cursor: int | None = None  # a completion of the code at this position, not a run
     options: dict = field(default_factory=dict)  # execute's typeset and language
+    cell: str | None = None  # the page's cell it runs (its messages carry it)
     deadline: float = 0.0  # wall-time limit (monotonic)
     timed_out: bool = False
     kill_at: float | None = None  # when an interrupt that did not work turns into a kill
@@ -68,6 +70,8 @@ class Session:
     group: Group | None = None  # its cgroup, where the host has them
     limit_note: str | None = None  # which of its limits ended it, said to its user
     idle_cpu: float | None = None  # its CPU time when it was last seen idle
+    log: SessionLog = field(default_factory=SessionLog)  # what it said, for replays
+    watched: bool = False  # a frontend subscribes to its messages
 
     def set_state(self, new: State) -> None:
         if new not in ALLOWED[self.state]:

@@ -50,7 +50,7 @@ def cli(ctx: click.Context, data: Path) -> None:
               help="Re-render the supervisord files from the config (database untouched).")
 @click.option("--base-port", type=click.IntRange(1, 65000),
               help="Web port; workers use it +100, the database +200, memcached +300, "
-                   "the frontends' bus +400.")
+                   "the frontends' bus +400, workers' publishers +500.")
 @click.option("--web", "web_count", type=click.IntRange(1, 64), help="Number of web frontends.")
 @click.option("--workers", type=click.IntRange(1, 256), help="Number of compute workers.")
 @click.option("--dsn", help="Use this PostgreSQL database instead of an embedded cluster.")
@@ -65,6 +65,7 @@ def init(obj: Context, force: bool, base_port: int | None, web_count: int | None
         overrides[("database", "port")] = base_port + 200
         overrides[("memcached", "port")] = base_port + 300
         overrides[("web", "bus_port")] = base_port + 400
+        overrides[("worker", "publish_port")] = base_port + 500
     if web_count is not None:
         overrides[("web", "count")] = web_count
     if workers is not None:

@@ -154,6 +154,9 @@ SCHEMA: tuple[Key, ...] = (
         "Number of compute workers on this host (programs worker0, ...)."),
     Key("worker", "port", lambda: "8180", PORT,
         "ZeroMQ port of worker0; worker i listens on port + i."),
+    Key("worker", "publish_port", lambda: "8580", PORT,
+        "ZeroMQ port on which worker0 publishes every session message (to the\n"
+        "frontends that watch the session); worker i publishes on publish_port + i."),
     Key("worker", "engine", lambda: "auto", _choice("auto", "sage", "python"),
         "What sessions compute with: sage (Sage via passagemath), python (numpy,\n"
         "sympy, matplotlib), or auto (sage where it is installed)."),

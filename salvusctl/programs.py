@@ -108,10 +108,13 @@ def plan(data: DataDir, config: Config, service: Account | None) -> list[Program
     }))
     for i in range(config.get("worker", "count")):
         port = config.get("worker", "port") + i
+        publish = config.get("worker", "publish_port") + i
+        options = [*worker_options(data, config, i),
+                   "--publish", f"tcp://{config.get('salvus', 'bind')}:{publish}"]
         found.append(Program(f"worker{i}", "worker.conf.in", {
             **common, "name": f"worker{i}", "index": str(i), "port": str(port),
-            "options": _supervisor_value(shlex.join(worker_options(data, config, i))),
-        }, (port,)))
+            "options": _supervisor_value(shlex.join(options)),
+        }, (port, publish)))
     for i in range(config.get("web", "count")):
         port = config.get("web", "port") + i
         bus = bus_port(config, i)
@@ -212,8 +215,8 @@ def _check_ports_distinct(found: list[Program]) -> None:
             if port in owner:
                 raise ConfigError(
                     f"{owner[port]} and {program.name} would both use port {port}; "
-                    "move [web] port, [web] bus_port, [worker] port or [database] port apart "
-                    "in the config"
+                    "move [web] port, [web] bus_port, [worker] port, [worker] "
+                    "publish_port or [database] port apart in the config"
                 )
             owner[port] = program.name
 
@@ -253,7 +256,8 @@ def rendered(data: DataDir, config: Config, service: Account | None) -> dict[Pat
     bind = config.get("salvus", "bind")
     server_key = curve.load_public(data.worker_public_key).decode()
     workers = [{"name": p.name, "endpoint": f"tcp://{bind}:{p.ports[0]}",
-                "server_key": server_key} for p in found if p.kind == "worker"]
+                "publish": f"tcp://{bind}:{p.ports[1]}", "server_key": server_key}
+               for p in found if p.kind == "worker"]
     files[data.workers_file] = json.dumps(workers, indent=2) + "\n"
     # The bus: each frontend subscribes to the others and to salvusctl message.
     web_public = curve.load_public(data.web_key).decode()

@@ -468,3 +468,71 @@ def test_a_worker_started_without_a_locale_restarts_once_not_forever():
     as_python_has_it = eval(started.stdout)  # {'PATH': ..., 'LC_CTYPE': 'C.UTF-8'} here
     assert clean_environment(as_python_has_it) is None
     assert clean_environment({**as_python_has_it, "SALVUS_DSN": "secret"}) == as_python_has_it
+
+
+# ------------------------------------------------------------ the session's log
+
+
+def _published(sock, timeout: float = 10) -> dict:
+    assert sock.poll(int(timeout * 1000)), "nothing published"
+    return protocol.parse_published(sock.recv_multipart())[0]
+
+
+def _replay(client, session: str, after: int) -> tuple[list[dict], dict]:
+    """What replay sends: the logged messages, then the replayed reply."""
+    client.sock.send_multipart(protocol.request("replay", "rp", session=session, after=after))
+    got = []
+    while True:
+        message, _ = client.receive(10)
+        if message.get("re") == "rp":
+            return got, message
+        got.append(message)
+
+
+def test_every_session_message_is_logged_published_and_replayed(worker_factory):
+    worker = worker_factory()
+    client = worker.client()
+    session = client.start()
+    sub = worker.subscriber(session)
+    # The subscription travels to the worker on its own: until it is there,
+    # nothing is published (what was missed is in the log).
+    wait_for(lambda: client.run(session, "1") and sub.poll(100), 10, what="a subscription")
+    while sub.poll(200):
+        sub.recv_multipart()
+    execution = client.execute(session, "print('a'); print('b')\n6*7", cell="c1")
+    sent = client.collect(execution)
+    published = [_published(sub)]
+    while published[-1]["type"] != "done":
+        published.append(_published(sub))
+    kinds = [m["type"] for m in published]
+    assert kinds[:2] == ["queued", "running"] and kinds[-1] == "done"
+    assert published[0]["code"] == "print('a'); print('b')\n6*7"
+    assert all(m["cell"] == "c1" and m["execution"] == execution for m in published)
+    seqs = [m["seq"] for m in published]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # numbered without gaps
+    # The asker got the output itself (not the worker's own queued/running).
+    assert [m["seq"] for m, _ in sent] == seqs[2:]
+    client.complete(session, "pri")  # a completion is the asker's alone
+    assert not sub.poll(300)
+    logged, replayed = _replay(client, session, seqs[0] - 1)
+    assert logged == published
+    assert replayed["first"] == 1 and replayed["last"] == seqs[-1]
+    assert replayed["cells"] == [{"cell": "c1", "code": "print('a'); print('b')\n6*7",
+                                  "execution": execution, "state": "done", "status": "ok"}]
+    assert client.request("restart", session=session)["type"] == "restarted"
+    logged, _ = _replay(client, session, 0)  # one session, one log, restarts included
+    assert [m["seq"] for m in logged] == list(range(1, seqs[-1] + 1))
+    refused = client.request("replay", session="nope", after=0)
+    assert refused["code"] == "no_such_session"
+
+
+def test_the_logs_of_all_sessions_stay_within_the_budget(worker_factory):
+    worker = worker_factory("--log-mb", "1")
+    client = worker.client()
+    session = client.start()
+    for _ in range(4):  # 4 x 400 KB
+        assert client.run(session, "print('x' * 400000)").status == "ok"
+    logged, replayed = _replay(client, session, 0)
+    assert replayed["first"] > 1 and logged[0]["seq"] == replayed["first"]
+    assert sum(len(m.get("text", "")) for m in logged) <= 1 << 20
+    assert logged[-1]["type"] == "done"  # the newest are kept

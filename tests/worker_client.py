@@ -38,6 +38,7 @@ class WorkerProcess:
         # workers handing out the same uid would share a session's uid.
         self._uid_base = TEST_UIDS + ((os.getpid() % 4096) * 64 + next(_workers) % 64) * UID_SPAN
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        self.publish = f"tcp://127.0.0.1:{_free_port()}"
         self.keys = keys or make_keys(folder / "keys")
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
@@ -46,12 +47,14 @@ class WorkerProcess:
                  "--server-key", str(self.keys.server_secret),
                  "--clients", str(self.keys.clients),
                  "--sessions-dir", str(self.sessions_dir),
-                 "--uid-range", f"{self.uid_base()}:{self.uid_base() + uids - 1}", *extra],
+                 "--uid-range", f"{self.uid_base()}:{self.uid_base() + uids - 1}",
+                 "--publish", self.publish, *extra],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, **(env or {})}, user=user, cwd=folder,
             )
         self.context = zmq.Context()
         self.clients: list[Client] = []
+        self.subscribers: list[zmq.Socket] = []
 
     def uid_base(self) -> int:
         return self._uid_base
@@ -62,6 +65,17 @@ class WorkerProcess:
                         self.keys.server_public)
         self.clients.append(client)
         return client
+
+    def subscriber(self, session: str, key: curve.KeyPair | None = None) -> zmq.Socket:
+        """A SUB socket on the worker's publisher, for one session's messages
+        (closed by ``stop``)."""
+        sock = self.context.socket(zmq.SUB)
+        sock.linger = 0
+        curve.connect_as(sock, key or self.keys.client, self.keys.server_public)
+        sock.setsockopt(zmq.SUBSCRIBE, session.encode())
+        sock.connect(self.publish)
+        self.subscribers.append(sock)
+        return sock
 
     def wait_ready(self, timeout: float = 120) -> None:
         client = self.client()
@@ -79,6 +93,8 @@ class WorkerProcess:
     def stop(self) -> None:
         for client in self.clients:
             client.close()
+        for sock in self.subscribers:
+            sock.close(linger=0)
         terminate(self.proc)
         self.context.term()
 
