@@ -60,6 +60,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "message on (topic: the session), for the frontends that watch it")
     parser.add_argument("--log-mb", type=int, default=256, metavar="MB",
                         help="what all sessions' message logs may hold together")
+    parser.add_argument("--linger", type=float, default=600.0, metavar="SECONDS",
+                        help="how long a session no frontend watches lives on")
     parser.add_argument("--spares", type=int, default=2, metavar="N",
                         help="session children kept forked and ready (0: fork on demand)")
     Limits.add_arguments(parser)
@@ -111,7 +113,7 @@ def make_settings(args: argparse.Namespace, limits: Limits) -> Settings:
         fail(f"{args.name}: {exc}; run `salvusctl init --force` to re-create the keys")
     return Settings(args.endpoint, args.name, box, args.uid_range if full else None,
                     server_key, clients, max(args.spares, 0), args.publish,
-                    max(args.log_mb, 1))
+                    max(args.log_mb, 1), max(args.linger, 1.0))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -55,6 +55,8 @@ REQUESTS: dict[str, dict[str, type]] = {
     "complete": {"session": str, "execution": str, "code": str, "cursor": int},
     # the session's logged messages after seq ``after``, then ``replayed``
     "replay": {"session": str, "after": int},
+    # its page is gone for good: end it soon unless a frontend watches it again
+    "release": {"session": str},
 }
 
 
@@ -107,6 +109,8 @@ def parse_request(frames: list[bytes]) -> dict[str, Any]:
     if kind in ("execute", "interact") and not _is_id(request.get("cell", "c")):
         raise ProtocolError("bad_field", f"{kind}: 'cell' must have 1 to {MAX_ID_LENGTH} "
                             "characters", re)
+    if kind == "start":
+        _check_start(request, re)
     if kind == "replay" and request["after"] < 0:
         raise ProtocolError("bad_field", "replay: 'after' must not be negative", re)
     if kind == "complete" and not (0 <= request["cursor"] <= len(request["code"])
@@ -117,6 +121,25 @@ def parse_request(frames: list[bytes]) -> dict[str, Any]:
 
 
 LANGUAGES = ("sage", "python")  # how a Sage session reads a cell: preparsed, or plain
+SESSION_ID = frozenset("0123456789abcdef")  # ids are 32 of these (uuid4().hex)
+
+
+def is_session_id(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 32 and set(value) <= SESSION_ID
+
+
+def _check_start(request: dict[str, Any], re: str) -> None:
+    """start's optional fields: ``session`` (the id to use: a session that
+    moves to this worker keeps its id), ``seq`` (where its numbering goes on)
+    and ``owner`` (who may open it: the browser, later the account)."""
+    if "session" in request and not is_session_id(request["session"]):
+        raise ProtocolError("bad_field", "start: 'session' must be 32 hex digits", re)
+    seq = request.get("seq", 0)
+    if type(seq) is not int or seq < 0:
+        raise ProtocolError("bad_field", "start: 'seq' must be a number from 0", re)
+    if "owner" in request and not _is_id(request["owner"]):
+        raise ProtocolError("bad_field", f"start: 'owner' must have 1 to {MAX_ID_LENGTH} "
+                            "characters", re)
 
 
 def _check_execute_options(request: dict[str, Any], re: str) -> None:

@@ -29,7 +29,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -65,6 +65,8 @@ STARTS_PER_TURN = 4
 OUTPUT_SLACK = 64 << 10
 STRAY_LIMIT = 64 << 10  # bytes a session may send while nothing runs before it is ended
 RESTART_EVERY = 1.0  # seconds between two restarts of one session
+RELEASE_GRACE = 15.0  # seconds a released session waits for a page to come back
+ENDED_KEPT = 10000  # sessions whose end reason a returning page may still ask for
 HEX = set("0123456789abcdef")  # session ids are uuid4().hex
 # What the worker keeps once sessions can start (all of them root's):
 # mounts and namespaces, switching to session uids, handing a session its home,
@@ -84,6 +86,7 @@ class Settings:
     spares: int = 2  # children kept forked and ready
     publish: str | None = None  # the PUB endpoint every session message goes out on
     log_mb: int = 256  # all sessions' logs together (sessionlog.py)
+    linger: float = 600.0  # seconds a session nobody watches lives on
 
     @property
     def limits(self) -> Limits:
@@ -131,6 +134,7 @@ class Worker:
         self.lifeline: tuple[int, int] | None = None
         self.own_pid_ns: int | None = None
         self.reports: dict[int, Session] = {}  # report pipes of sessions being set up
+        self.ended: OrderedDict[str, str] = OrderedDict()  # why recent sessions ended
         self.context = zmq.Context()
         self.router = self.context.socket(zmq.ROUTER)
         self.zap = self.context.socket(zmq.REP)
@@ -147,6 +151,9 @@ class Worker:
         # subscriber loses messages here and repairs the gap with replay.
         self.pub = self.context.socket(zmq.XPUB)
         self.pub.linger = 0
+        # Every subscription is told (a second frontend's too), the last
+        # unsubscription only: each new watcher gets a "watched" mark.
+        self.pub.setsockopt(zmq.XPUB_VERBOSE, 1)
         self.pub.sndhwm = 10000
         self.budget = LogBudget(settings.log_mb << 20)
 
@@ -347,6 +354,9 @@ class Worker:
             return
         session = self.sessions.get(request["session"])
         if session is None or session.state is State.DEAD:
+            why = self.ended.get(request["session"])
+            if why is not None:  # a page that comes back learns why it is gone
+                raise ProtocolError("ended", why, re)
             raise ProtocolError("no_such_session",
                                 f"no session {request['session']!r} on this worker", re)
         if kind in ("execute", "interact"):
@@ -372,6 +382,9 @@ class Worker:
         elif kind == "end":
             self._kill(session, "ended")
             self._send(identity, protocol.reply("ended", re, session=session.id))
+        elif kind == "release":
+            session.release_at = time.monotonic() + RELEASE_GRACE
+            self._send(identity, protocol.reply("released", re, session=session.id))
 
     @staticmethod
     def _computing(session: Session) -> bool:
@@ -384,7 +397,9 @@ class Worker:
         while self.starts and self.forks_left > 0:
             identity, request = self.starts.popleft()
             try:
-                session = self._start(identity, request["id"])
+                session = self._start(identity, request["id"], request.get("session"),
+                                      request.get("seq", 0), fresh_id=True)
+                session.browser = request.get("owner", "")
                 self._send(identity, protocol.reply("started", request["id"],
                                                     session=session.id, pid=session.pid))
             except ProtocolError as err:
@@ -464,10 +479,15 @@ class Worker:
         return None
 
     def _start(self, identity: bytes, re: str, session_id: str | None = None,
-               seq: int = 0) -> Session:
-        """Hand out a spare child (forked and confined ahead of time), or fork one."""
+               seq: int = 0, fresh_id: bool = False) -> Session:
+        """Hand out a spare child (forked and confined ahead of time), or fork one.
+        ``fresh_id``: a new session (one of this id must not live here)."""
+        if fresh_id and session_id in self.sessions:
+            raise ProtocolError("exists", f"session {session_id} lives on this worker "
+                                "already; open it", re)
         live = sum(s.state is not State.DEAD for s in self.sessions.values())
-        if session_id is None and live >= self._capacity():
+        if (fresh_id or session_id is None) and live >= self._capacity() \
+                and not self._release_an_unwatched_session():
             raise ProtocolError("busy", f"worker {self.settings.name} is at its limit of "
                                 f"{self._capacity()} sessions; use another worker", re)
         try:
@@ -481,6 +501,7 @@ class Worker:
         session.id = session_id or session.id
         session.owner = identity
         session.seq = seq
+        session.unwatched_since = time.monotonic()
         session.last_active = time.monotonic()
         self.sessions[session.id] = session
         self.refill_due = True
@@ -637,7 +658,10 @@ class Worker:
         fresh = self._start(identity, re, session_id=old.id, seq=old.seq)
         fresh.restarted_at = time.monotonic()
         fresh.log, fresh.watched = old.log, old.watched  # one session, one log
+        fresh.unwatched_since, fresh.browser = old.unwatched_since, old.browser
         self.budget.used += fresh.log.bytes
+        seq = fresh.next_seq()  # every page of the session hears of it
+        self._record(fresh, seq, protocol.event("session_restarted", fresh.id, seq))
         return fresh
 
     def _kill(self, session: Session, reason: str) -> None:
@@ -728,6 +752,8 @@ class Worker:
         execution = session.current
         if execution.cell:
             fields = {**fields, "cell": execution.cell}
+        if execution.interact:  # every message of an interact's run says whose it is
+            fields = {**fields, "interact": execution.interact}
         # A completion's names are the asker's alone, not the session's news:
         # they carry the session's current seq and stay out of its log.
         completing = execution.cursor is not None
@@ -756,6 +782,18 @@ class Worker:
             with contextlib.suppress(zmq.Again):  # a full subscriber repairs by replay
                 self.pub.send_multipart(protocol.published(session.id, frames), zmq.NOBLOCK)
 
+    def _release_an_unwatched_session(self) -> bool:
+        """At capacity: the idle session nobody has watched the longest makes
+        room (its page went away; it starts afresh when it comes back)."""
+        candidates = [s for s in self.sessions.values() if not s.watched
+                      and s.state is State.IDLE and not s.queue]
+        if not candidates:
+            return False
+        oldest = min(candidates, key=lambda s: s.unwatched_since)
+        self._kill(oldest, "released")
+        self._reap()
+        return True
+
     def _replay(self, session: Session, identity: bytes, after: int, re: str) -> None:
         """What the session said after ``after`` (as it was said), then
         ``replayed``: where its log starts now, and its cells' latest runs."""
@@ -763,7 +801,8 @@ class Worker:
             self._send(identity, frames)
         self._send(identity, protocol.reply("replayed", re, session=session.id,
                                             first=session.log.first, last=session.seq,
-                                            cells=session.log.cell_list()))
+                                            cells=session.log.cell_list(),
+                                            owner=session.browser))
 
     def _read_subscriptions(self) -> None:
         """XPUB tells the first subscription to a topic and the last one going
@@ -776,6 +815,15 @@ class Worker:
             session = self.sessions.get(event[1:].decode(errors="replace"))
             if session is not None and event[:1] in (b"\x00", b"\x01"):
                 session.watched = event[:1] == b"\x01"
+                if session.watched:
+                    session.release_at = None  # a page is back
+                    # From here on the subscriber gets everything: the mark says
+                    # where the session is, so it can replay what came before.
+                    with contextlib.suppress(zmq.Again):
+                        self.pub.send_multipart(protocol.published(session.id, protocol.event(
+                            "watched", session.id, session.seq)), zmq.NOBLOCK)
+                else:
+                    session.unwatched_since = time.monotonic()
 
     def _finish_execution(self, session: Session, status: str) -> None:
         execution = session.current
@@ -837,6 +885,9 @@ class Worker:
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
             self.budget.used -= session.log.bytes
+            self.ended[session.id] = session.end_reason or "crashed"
+            while len(self.ended) > ENDED_KEPT:
+                self.ended.popitem(last=False)
         if session in self.spares:
             self.spares.remove(session)
             self.refill_due = True
@@ -930,3 +981,7 @@ class Worker:
                 if session.state is State.IDLE and not session.queue \
                         and now - session.last_active >= idle_timeout:
                     self._kill(session, "idle")
+                elif not session.watched and session.state is not State.DEAD and (
+                        now - session.unwatched_since >= self.settings.linger
+                        or (session.release_at is not None and now >= session.release_at)):
+                    self._kill(session, "left")

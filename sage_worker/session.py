@@ -72,6 +72,9 @@ class Session:
     idle_cpu: float | None = None  # its CPU time when it was last seen idle
     log: SessionLog = field(default_factory=SessionLog)  # what it said, for replays
     watched: bool = False  # a frontend subscribes to its messages
+    unwatched_since: float = 0.0  # when the last frontend stopped watching (monotonic)
+    release_at: float | None = None  # its page left for good: end then, if still unwatched
+    browser: str = ""  # who may open it (start's owner)
 
     def set_state(self, new: State) -> None:
         if new not in ALLOWED[self.state]:

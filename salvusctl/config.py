@@ -118,7 +118,8 @@ SCHEMA: tuple[Key, ...] = (
         "of 100 behind one NAT, two tabs each). A session whose tab was closed\n"
         "stops counting within seconds."),
     Key("web", "session_linger", lambda: "600", _int_in(5, 86400),
-        "Seconds a session waits for its browser to reconnect before it ends."),
+        "Seconds a session no page has open lives on in its worker before it\n"
+        "ends: a page that comes back within it, to any frontend, finds it."),
     Key("web", "api_timeout", lambda: "30", _int_in(1, 3600),
         "Most seconds one POST /api/execute may run (callers may ask for less)."),
     Key("web", "api_max_code", lambda: "65536", _int_in(1, 1 << 24),

@@ -168,7 +168,7 @@ def _memcached_binary() -> str:
 WORKER_LIMITS = ("max_sessions", "wall_time", "idle_timeout", "cpu_seconds", "memory_mb",
                  "processes", "file_size_mb", "open_files", "output_bytes", "interrupt_grace",
                  "disk_mb", "disk_files")
-WEB_OPTIONS = ("sessions_per_browser", "sessions_per_ip", "session_linger", "api_timeout",
+WEB_OPTIONS = ("sessions_per_browser", "sessions_per_ip", "api_timeout",
                "api_max_code", "api_concurrent", "api_concurrent_per_ip", "api_rate_per_ip",
                "api_rate_total", "logs_mb", "images_mb", "server_names", "allowed_origins")
 
@@ -190,6 +190,8 @@ def worker_options(data: DataDir, config: Config, index: int) -> list[str]:
                 "--spares", str(config.get("worker", "spares"))]
     for name in WORKER_LIMITS:
         options += ["--" + name.replace("_", "-"), str(config.get("worker", name))]
+    # Sessions live in the workers: how long one waits for a page is theirs to keep.
+    options += ["--linger", str(config.get("web", "session_linger"))]
     return options
 
 

@@ -227,7 +227,7 @@ def test_error_shows_a_traceback(page):
 def test_interrupt_a_busy_loop(page):
     page.keyboard.type("while True: pass")
     page.keyboard.press("Control+Enter")
-    expect(cell(page, 0)).to_have_class("cell focused queued")
+    expect(cell(page, 0)).to_have_class("cell focused running")  # the worker said so
     time.sleep(1)
     page.click("#interrupt")
     expect(cell(page, 0)).to_have_attribute("data-status", "interrupted")
@@ -334,6 +334,28 @@ def test_an_admin_message_is_a_banner_on_every_frontends_pages(chromium, applian
         expect(page.locator(".announcement")).to_have_count(1)  # dismissed there only
     finally:
         other_context.close()
+
+
+def test_the_page_fails_over_to_another_frontend_and_loses_nothing(page, appliance):
+    """web0 is killed (and kept down) while a cell prints: the page reconnects
+    to web1, which takes the session from its worker; every line shows once."""
+    data, base = appliance
+    type_code(page, "import time\nfor i in range(40):\n    print('line', i)\n"
+                    "    time.sleep(0.1)")
+    page.keyboard.press("Shift+Enter")
+    expect(cell(page, 0).locator("pre.stdout")).to_contain_text("line 3")
+    states = json.loads(run(data, "status", "--json", "web0").stdout)
+    os.kill(states[0]["pid"], signal.SIGKILL)
+    run(data, "stop", "web0")
+    try:
+        expect(cell(page, 0)).to_have_attribute("data-status", "ok", timeout=60000)
+        expect(page.locator("#status")).to_have_text("connected")
+        text = cell(page, 0).locator("pre.stdout").inner_text()
+        assert text.split("\n")[:40] == [f"line {i}" for i in range(40)]
+        assert text.count("line 39") == 1
+        assert page.evaluate("state.ws.url").startswith(f"ws://127.0.0.1:{base + 1}/")
+    finally:
+        run(data, "start", "web0")
 
 
 def test_share_then_open_the_link_shows_the_same_cells_and_output(page, chromium):

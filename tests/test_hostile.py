@@ -127,24 +127,27 @@ def test_kill_9_of_a_program_is_survived(appliance, canary, name):
     canary.stop()
 
 
-def test_a_stopped_worker_is_given_up_and_its_sessions_end_when_it_is_back(appliance,
-                                                                         canary):
+def test_a_stopped_worker_is_given_up_and_its_sessions_come_back_with_it(appliance,
+                                                                       canary):
+    """SIGSTOP: the frontend gives worker0 up and says so; its sessions live in
+    worker0, so when it is back each page finds its session, variables and all."""
     data, port = appliance
     worker = pid_of(data, "worker0", run)
     held = [Browserish(Frontend(port), f"browser={uuid.uuid4().hex}") for _ in range(4)]
     try:
         for i, browser in enumerate(held):
             browser.open()
-            assert browser.run(f"c{i}", "1")[-1]["status"] == "ok"
+            assert browser.run(f"c{i}", f"x = {i}")[-1]["status"] == "ok"
+        on_worker0 = sessions_on(data, 0)
         canary.start("SIGSTOP worker0 for 6 s")
         stopped(worker, 6)
         assert canary.recovered()
         canary.stop()
-        # The frontend gave its sessions on worker0 up; back, worker0 ended them.
-        wait_for(lambda: sessions_on(data, 0) == 0, timeout=30,
-                 what="worker0 to end the sessions nobody holds any more")
-        for i, browser in enumerate(held):  # each page goes on, on a fresh session
-            assert browser.run(f"again{i}", "2")[-1]["status"] == "ok"
+        for i, browser in enumerate(held):  # each page goes on where it was
+            again = browser.run(f"again{i}", "x", timeout=60)
+            assert again[-1]["status"] == "ok", again
+            assert [m["data"]["text/plain"] for m in again if m["type"] == "result"] == [str(i)]
+        assert sessions_on(data, 0) == on_worker0  # none ended, none started anew there
     finally:
         for browser in held:
             browser.close()

@@ -154,8 +154,8 @@ def test_kill_9_of_the_session_child_reports_killed(client, session):
     assert "signal 9" in messages[-2][0]["text"]
     ended, _ = client.receive(timeout=5)
     assert ended["type"] == "session_ended" and ended["reason"] == "crashed"
-    assert client.request("execute", session=session, execution="x", code="1")["code"] \
-        == "no_such_session"
+    refused = client.request("execute", session=session, execution="x", code="1")
+    assert (refused["code"], refused["message"]) == ("ended", "crashed")  # and why
 
 
 def test_kill_9_of_the_worker_leaves_no_session_process(worker_factory):
@@ -195,14 +195,46 @@ def test_bad_requests_get_error_replies_and_the_worker_goes_on(client, request_f
 
 
 def test_busy_reply_at_the_session_cap(worker_factory):
-    client = worker_factory("--max-sessions", "2").client()
+    worker = worker_factory("--max-sessions", "2")
+    client = worker.client()
     first = client.start()
-    client.start()
+    second = client.start()
+    for session in (first, second):  # pages watch both: neither may make room
+        worker.watch(client, session)
     reply = client.request("start")
     assert reply["type"] == "error" and reply["code"] == "busy"
     assert "limit of 2 sessions" in reply["message"]
     assert client.request("end", session=first)["type"] == "ended"
     assert client.request("start")["type"] == "started"
+
+
+def test_at_the_cap_the_session_unwatched_longest_makes_room(worker_factory):
+    worker = worker_factory("--max-sessions", "2")
+    client = worker.client()
+    away = client.start()  # nobody ever watches it
+    here = client.start()
+    worker.watch(client, here)
+    reply = client.request("start")
+    assert reply["type"] == "started", reply
+    ended = next(m for m, _ in iter(lambda: client.receive(10), None)
+                 if m["type"] == "session_ended")
+    assert (ended["session"], ended["reason"]) == (away, "released")
+    assert client.run(here, "2").text == "2"
+
+
+def test_a_session_nobody_watches_ends_after_the_linger_time(worker_factory):
+    worker = worker_factory("--linger", "1")
+    client = worker.client()
+    watched, unwatched = client.start(), client.start()
+    sub = worker.watch(client, watched)
+    ended, _ = client.receive(timeout=10)
+    assert (ended["type"], ended["session"], ended["reason"]) == ("session_ended", unwatched,
+                                                                  "left")
+    assert client.run(watched, "3").text == "3"
+    sub.close(linger=0)  # its page goes: it ends a second later
+    ended, _ = client.receive(timeout=10)
+    assert (ended["type"], ended["session"], ended["reason"]) == ("session_ended", watched,
+                                                                  "left")
 
 
 def test_idle_sessions_are_ended(worker_factory):
@@ -521,7 +553,8 @@ def test_every_session_message_is_logged_published_and_replayed(worker_factory):
                                   "execution": execution, "state": "done", "status": "ok"}]
     assert client.request("restart", session=session)["type"] == "restarted"
     logged, _ = _replay(client, session, 0)  # one session, one log, restarts included
-    assert [m["seq"] for m in logged] == list(range(1, seqs[-1] + 1))
+    assert [m["seq"] for m in logged] == list(range(1, seqs[-1] + 2))
+    assert logged[-1]["type"] == "session_restarted"  # every page hears of it
     refused = client.request("replay", session="nope", after=0)
     assert refused["code"] == "no_such_session"
 

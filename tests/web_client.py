@@ -16,6 +16,7 @@ from simple_websocket import Client as WsClient
 from simple_websocket import ConnectionClosed
 
 from tests.helpers import terminate
+from tests.worker_client import PUBLISHERS
 
 
 def free_port() -> int:
@@ -54,8 +55,8 @@ class WebProcess:
     def write_workers(self, workers: list[tuple[str, str]]) -> None:
         temp = self.workers_file.with_suffix(".tmp")
         key = self.keys.server_public.decode() if self.keys else ""
-        temp.write_text(json.dumps([{"name": n, "endpoint": e, "server_key": key}
-                                    for n, e in workers]))
+        temp.write_text(json.dumps([{"name": n, "endpoint": e, "server_key": key,
+                                     "publish": PUBLISHERS.get(e)} for n, e in workers]))
         temp.replace(self.workers_file)
 
     def health(self) -> tuple[int, dict]:

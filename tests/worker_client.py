@@ -21,6 +21,10 @@ UID_SPAN = 256  # uids set aside per worker, so ranges never overlap
 TEST_UIDS = 1_000_000_000  # test workers' uids start here
 
 
+# Each test worker's publisher, by its endpoint (a workers file names both).
+PUBLISHERS: dict[str, str] = {}
+
+
 class WorkerProcess:
     """``python -m sage_worker`` on a random loopback port; always cleaned up."""
 
@@ -39,6 +43,7 @@ class WorkerProcess:
         self._uid_base = TEST_UIDS + ((os.getpid() % 4096) * 64 + next(_workers) % 64) * UID_SPAN
         self.endpoint = f"tcp://127.0.0.1:{self.port}"
         self.publish = f"tcp://127.0.0.1:{_free_port()}"
+        PUBLISHERS[self.endpoint] = self.publish
         self.keys = keys or make_keys(folder / "keys")
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
@@ -76,6 +81,16 @@ class WorkerProcess:
         sock.connect(self.publish)
         self.subscribers.append(sock)
         return sock
+
+    def watch(self, client: Client, session: str) -> zmq.Socket:
+        """Subscribe to a session's messages, as a frontend whose page follows
+        it does; returns once the worker publishes them."""
+        sub = self.subscriber(session)
+        deadline = time.monotonic() + 10
+        while not (client.run(session, "1") and sub.poll(100)):
+            if time.monotonic() > deadline:
+                raise AssertionError("the worker never saw the subscription")
+        return sub
 
     def wait_ready(self, timeout: float = 120) -> None:
         client = self.client()

@@ -34,6 +34,7 @@ from web.browsers import BrowserTable, Place
 from web.bus import Bus
 from web.cache import Cache
 from web.db import Database, DatabaseUnavailable
+from web.session_table import SessionTable
 from web.sessions import Quotas, SessionManager
 from web.websocket import serve_browser
 from web.workers import WorkerPool
@@ -78,10 +79,11 @@ def create_app(config: dict | None = None) -> Flask:
     if db.configured:
         manager.table = BrowserTable(db, Place.here(app.config["INSTANCE"], app.config["HOST"],
                                                     name), say)
+        manager.records = SessionTable(db, say)
     app.extensions["salvus"] = manager
     allowed = tuple(app.config["ALLOWED_ORIGINS"])
     names = security.local_names() | {n.lower() for n in app.config["SERVER_NAMES"]}
-    security.install(app, allowed)
+    security.install(app, allowed, manager.frontends)
     limiter = _limiter(app)
     sock = Sock(app)
     health_cache: dict = {}
@@ -102,7 +104,7 @@ def create_app(config: dict | None = None) -> Flask:
                                     f"{request.host[:80]!r}; its admin lists the names it "
                                     "serves in [web] server_names")
         acts = request.method not in ("GET", "HEAD", "OPTIONS") or request.path == "/ws"
-        if acts and not security.from_allowed_origin(request, allowed):
+        if acts and not security.from_allowed_origin(request, allowed, manager.frontends):
             return _json_error(403, "requests from other sites are refused; open the "
                                     "worksheet itself, or ask the admin to allow your site")
         if request.path == "/ws":

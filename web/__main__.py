@@ -39,7 +39,6 @@ def main(argv: list[str] | None = None) -> None:
                              "or call the API from their pages")
     parser.add_argument("--sessions-per-browser", type=int, default=Quotas.per_browser)
     parser.add_argument("--sessions-per-ip", type=int, default=Quotas.per_ip)
-    parser.add_argument("--session-linger", type=float, default=Quotas.linger)
     parser.add_argument("--logs-mb", type=int, default=Quotas.logs_mb)
     parser.add_argument("--images-mb", type=int, default=Quotas.images_mb)
     parser.add_argument("--server-names", default="",
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-rate-total", default=ApiLimits.rate_total)
     args = parser.parse_args(argv)
     make_cooperative()
-    quotas = Quotas(args.sessions_per_browser, args.sessions_per_ip, args.session_linger,
+    quotas = Quotas(args.sessions_per_browser, args.sessions_per_ip,
                     args.logs_mb, args.images_mb)
     api_limits = ApiLimits(max_code=args.api_max_code, max_timeout=args.api_timeout,
                            concurrent=args.api_concurrent,

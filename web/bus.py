@@ -270,6 +270,13 @@ class Bus:
             delivery.answered.set()
         return delivery
 
+    def live_urls(self) -> list[str]:
+        """This frontend's URL, then its live peers': where a page may go."""
+        now = time.monotonic()
+        peers = sorted(url for when, url in self.beats.values()
+                       if now - when < 3 * BEAT_EVERY and url)
+        return [self.http, *peers] if self.http else peers
+
     def live_peers(self) -> list[str]:
         now = time.monotonic()
         return [name for name, (when, _) in self.beats.items() if now - when < 3 * BEAT_EVERY]

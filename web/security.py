@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from flask import Flask, Request, Response
@@ -52,11 +53,18 @@ def served_name(request: Request, names: set[str]) -> bool:
         return name in names
 
 
-def from_allowed_origin(request: Request, allowed: tuple[str, ...]) -> bool:
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def from_allowed_origin(request: Request, allowed: tuple[str, ...],
+                        peers: Callable[[], list[str]] = list) -> bool:
+    """``peers``: the other frontends' URLs; their pages fail over to us."""
     origin = request.headers.get("Origin")
     if origin is None:
         return request.headers.get("Sec-Fetch-Site") != "cross-site"
-    if origin in allowed:
+    if origin in allowed or origin.lower() in {origin_of(url) for url in peers()}:
         return True
     # Our own page: its origin names the host the browser asked for. (Behind a
     # TLS proxy the scheme differs from the one we see; the host does not.)
@@ -75,13 +83,18 @@ def viewer_headers(response: Response) -> None:
     response.headers["X-Frame-Options"] = "SAMEORIGIN"
 
 
-def install(app: Flask, allowed: tuple[str, ...]) -> None:
+def install(app: Flask, allowed: tuple[str, ...],
+            peers: Callable[[], list[str]] = list) -> None:
+    """``peers``: the live frontends' URLs, which our pages may connect to."""
     ancestors = " ".join(("'self'", *allowed)) if allowed else "'none'"
     policy = POLICY.format(ancestors=ancestors)
 
     @app.after_request
     def headers(response: Response) -> Response:
-        response.headers.setdefault("Content-Security-Policy", policy)
+        sockets = " ".join(sorted({origin_of(url).replace("http", "ws", 1) for url in peers()}))
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            policy.replace("connect-src 'self'", f"connect-src 'self' {sockets}".rstrip()))
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         if not allowed:

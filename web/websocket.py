@@ -73,7 +73,7 @@ def _dispatch(message: dict, connection: Connection, session: Session | None,
         connection.send({"type": "pong"})
         return session
     if kind == "open":
-        chosen = manager.open(message.get("session"), browser, ip)
+        chosen = manager.open(message.get("session"), browser, ip, message.get("last_seq", 0))
         if session is not None and session is not chosen:
             session.detach(connection)
         chosen.attach(connection, message.get("last_seq", 0))

@@ -1,19 +1,19 @@
 """The frontend's view of the compute workers.
 
 Workers are listed in a JSON file that salvusctl writes (``[{"name": ...,
-"endpoint": ..., "server_key": <Z85 CURVE public key>}, ...]``); the pool
-re-reads it when it changes, so adding or removing a worker needs no restart.
-Each worker gets one CURVE-encrypted DEALER socket with a stable routing id
-(the frontend's name and host), so a restarted frontend is recognised as the
-same client. A ping every second tells who is alive, how loaded, and whether
-it restarted (its pid changed: its sessions are gone).
+"endpoint": ..., "publish": ..., "server_key": <Z85 CURVE public key>},
+...]``); the pool re-reads it when it changes, so adding or removing a worker
+needs no restart. Each worker gets one CURVE-encrypted DEALER socket with a
+stable routing id (the frontend's name and host) for requests, and one SUB
+socket on its publisher, subscribed to the sessions this frontend's pages
+follow (``watch``). A ping every second tells who is alive, how loaded, and
+whether it restarted (its pid changed: its sessions are gone).
 
 What a worker sends is not trusted (it relays what sessions produce):
 ``protocol.parse_message`` validates every message, and an error while
 handling one message costs that message only, logged once per kind, never
-the reader. When a worker is back after the frontend gave up on it, the
-frontend tells it which sessions it still holds (``claim``), so the sessions
-it abandoned end instead of living without an owner.
+the reader. Sessions no frontend watches end in their worker after the
+linger time, so none lives on without a page.
 """
 
 from __future__ import annotations
@@ -50,9 +50,10 @@ class WorkerUnavailable(Exception):
 
 class WorkerLink:
     def __init__(self, name: str, endpoint: str, server_key: bytes | None, context,
-                 client: WorkerClient, say: Callable[[str], None]):
+                 client: WorkerClient, say: Callable[[str], None], publish: str | None = None):
         self.name = name
         self.endpoint = endpoint
+        self.publish = publish
         self.server_key = server_key
         self.client = client
         self.say = say
@@ -65,6 +66,14 @@ class WorkerLink:
         if client.key is not None and server_key is not None:
             curve.connect_as(self.sock, client.key, server_key)
         self.sock.connect(endpoint)
+        self.sub = context.socket(zmq.SUB)
+        self.sub.linger = 0
+        self.sub.rcvhwm = RECEIVE_HWM * 10
+        if client.key is not None and server_key is not None:
+            curve.connect_as(self.sub, client.key, server_key)
+        if publish:
+            self.sub.connect(publish)
+        self.watched: set[str] = set()
         self.pending: dict[str, AsyncResult] = {}
         self.last_pong = 0.0
         self.pid: int | None = None
@@ -75,7 +84,21 @@ class WorkerLink:
         self.greenlets: list = []
 
     def start(self) -> None:
-        self.greenlets = [gevent.spawn(self._read), gevent.spawn(self._ping)]
+        self.greenlets = [gevent.spawn(self._read), gevent.spawn(self._ping),
+                          gevent.spawn(self._read_published)]
+
+    def watch(self, session: str) -> None:
+        """Receive this session's messages (what comes before the subscription
+        reaches the worker is taken from its log)."""
+        if session not in self.watched:
+            self.watched.add(session)
+            self.sub.setsockopt(zmq.SUBSCRIBE, session.encode())
+
+    def unwatch(self, session: str) -> None:
+        if session in self.watched:
+            self.watched.discard(session)
+            with contextlib.suppress(zmq.ZMQError):
+                self.sub.setsockopt(zmq.UNSUBSCRIBE, session.encode())
 
     @property
     def alive(self) -> bool:
@@ -112,6 +135,23 @@ class WorkerLink:
                              f"{self.name}: could not handle a message: {exc!r} at "
                              f"{where.filename}:{where.lineno}")
 
+    def _read_published(self) -> None:
+        while True:
+            frames = self.sub.recv_multipart()
+            try:
+                message, blob = protocol.parse_published(frames)
+                if message["type"] == "result":
+                    message["data"] = html.clean_result(message["data"])
+                self.client.on_message(self, message, blob)
+            except protocol.ProtocolError as err:
+                self.problem(f"invalid:{err.message[:40]}",
+                             f"{self.name}: dropped an invalid message ({err.message})")
+            except Exception as exc:  # one bad message costs that message only
+                where = traceback.extract_tb(exc.__traceback__)[-1]
+                self.problem(f"{type(exc).__name__}@{where.filename}:{where.lineno}",
+                             f"{self.name}: could not handle a message: {exc!r} at "
+                             f"{where.filename}:{where.lineno}")
+
     def _dispatch(self, frames: list[bytes]) -> None:
         try:
             message, blob = protocol.parse_message(frames)
@@ -139,17 +179,7 @@ class WorkerLink:
         load = message.get("load", 1.0)
         self.load = float(load) if isinstance(load, int | float) else 1.0
         self.last_pong = time.monotonic()
-        if self.lost:
-            self.lost = False
-            self._claim()
-
-    def _claim(self) -> None:
-        """Tell the worker which of its sessions we still hold; it ends the
-        others of ours (held before we lost it, or before we restarted)."""
-        try:
-            self.send("claim", sessions=self.client.held(self))
-        except WorkerUnavailable:
-            self.lost = True  # try again with the next pong
+        self.lost = False
 
     def _ping(self) -> None:
         while True:
@@ -165,18 +195,18 @@ class WorkerLink:
     def close(self) -> None:
         gevent.killall(self.greenlets)
         self.sock.close(linger=0)
+        self.sub.close(linger=0)
 
 
 class WorkerClient:
     """Who this frontend is to the workers, and where their news goes."""
 
     def __init__(self, name: str, key: curve.KeyPair | None, on_message: Callable,
-                 on_lost: Callable, held: Callable):
+                 on_lost: Callable):
         self.identity = f"{name}@{socket.gethostname()}".encode()
         self.key = key
         self.on_message = on_message  # (link, message, blob): session output, refusals
         self.on_lost = on_lost  # (link, why): its sessions are gone
-        self.held = held  # (link) -> ids of the worker sessions we hold there
 
 
 class WorkerPool:
@@ -194,14 +224,15 @@ class WorkerPool:
         self.reload()
         self.watcher = gevent.spawn(self._watch)
 
-    def _read_file(self) -> dict[str, tuple[str, bytes | None]]:
+    def _read_file(self) -> dict[str, tuple[str, bytes | None, str | None]]:
         try:
             entries = json.loads(self.path.read_text())
-            return {e["name"]: (e["endpoint"], e.get("server_key", "").encode() or None)
-                    for e in entries}
+            return {e["name"]: (e["endpoint"], e.get("server_key", "").encode() or None,
+                                e.get("publish")) for e in entries}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             self.say(f"workers file {self.path} unreadable ({exc}); keeping the old list")
-            return {name: (link.endpoint, link.server_key) for name, link in self.links.items()}
+            return {name: (link.endpoint, link.server_key, link.publish)
+                    for name, link in self.links.items()}
 
     def reload(self) -> None:
         try:
@@ -212,16 +243,16 @@ class WorkerPool:
         wanted = self._read_file()
         for name in list(self.links):
             link = self.links[name]
-            if wanted.get(name) != (link.endpoint, link.server_key):
+            if wanted.get(name) != (link.endpoint, link.server_key, link.publish):
                 del self.links[name]
                 self.say(f"{name}: removed from the workers file")
                 self.client.on_lost(link, "the worker was removed")
                 link.close()
-        for name, (endpoint, server_key) in wanted.items():
+        for name, (endpoint, server_key, publish) in wanted.items():
             if name not in self.links:
                 self.say(f"{name}: added ({endpoint})")
                 link = WorkerLink(name, endpoint, server_key, self.context, self.client,
-                                  self.say)
+                                  self.say, publish)
                 self.links[name] = link
                 link.start()
 
@@ -241,6 +272,12 @@ class WorkerPool:
         live = [link for link in self.links.values()
                 if link.alive and link.load < 1.0 and engine in (None, link.engine)]
         return sorted(live, key=lambda link: link.load)
+
+    def live(self, engine: str | None = None) -> list[WorkerLink]:
+        """Every live worker (running ``engine``, if given), least loaded first."""
+        return sorted((link for link in self.links.values()
+                       if link.alive and engine in (None, link.engine)),
+                      key=lambda link: link.load)
 
     def live_count(self) -> int:
         return sum(link.alive for link in self.links.values())

@@ -335,6 +335,7 @@ function apply(message) {
     state.lastSeq = message.seq;
   }
   if (message.type === "session_status") {
+    if (message.state === "running") return setStatus("connected", "connected");
     if (message.state === "lost") setStatus("lost", "session died — next run restarts it");
     else if (message.state === "restarted") setStatus("connected", "session restarted");
     disableInteracts();
@@ -355,6 +356,9 @@ function apply(message) {
       if (statusLine.classList.contains("lost")) setStatus("connected", "connected");
       cell.execution = message.execution;
       setCellState(cell, "queued", "queued");
+      break;
+    case "running":   // the worker started it
+      setCellState(cell, "running", "running");
       break;
     case "done":
       setCellState(cell, "done-" + message.status, message.status === "ok" ? "" : message.status);
@@ -438,9 +442,17 @@ function send(message) {
   }
 }
 
+// Where to connect: the frontend that served the page, until the session's
+// attached message lists the live ones; after a drop, the next one in turn.
+function socketUrl() {
+  const own = location.origin + "/";
+  const list = state.frontends && state.frontends.length ? state.frontends : [own];
+  const base = list[(state.frontendIndex || 0) % list.length];
+  return base.replace(/^http/, "ws").replace(/\/?$/, "/ws");
+}
+
 function connect() {
-  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
-  const ws = new WebSocket(url);
+  const ws = new WebSocket(socketUrl());
   state.ws = ws;
   ws.onopen = () => {
     state.backoff = 250;
@@ -463,6 +475,7 @@ function connect() {
   ws.onclose = () => {
     if (state.ws !== ws) return;
     setStatus("reconnecting", "reconnecting…");
+    state.frontendIndex = (state.frontendIndex || 0) + 1;   // another frontend, if any
     setTimeout(connect, state.backoff);
     state.backoff = Math.min(state.backoff * 2, 8000);
   };
@@ -493,6 +506,10 @@ function announce(message) {
 }
 
 function attached(message) {
+  if (message.frontends && message.frontends.length) {
+    state.frontends = message.frontends;   // this one first
+    state.frontendIndex = 0;
+  }
   const fresh = message.session !== state.session;
   if (fresh && state.session && state.attachedOnce) {
     setStatus("lost", "the server lost the session — a new one was started");
