@@ -43,6 +43,7 @@ bench: install
 	$(VENV)/bin/python bench/worker_bench.py
 	$(VENV)/bin/python bench/web_bench.py
 	$(VENV)/bin/python bench/chaos_bench.py
+	$(VENV)/bin/python bench/bus_bench.py
 	$(VENV)/bin/python bench/sage_fidelity.py
 
 ## dist: the tarball packagers ship (dist/salvus-VERSION.tar.gz)

@@ -109,6 +109,8 @@ def parse_request(frames: list[bytes]) -> dict[str, Any]:
     if kind in ("execute", "interact") and not _is_id(request.get("cell", "c")):
         raise ProtocolError("bad_field", f"{kind}: 'cell' must have 1 to {MAX_ID_LENGTH} "
                             "characters", re)
+    if kind in ("execute", "interact") and not isinstance(request.get("direct", True), bool):
+        raise ProtocolError("bad_field", f"{kind}: 'direct' must be true or false", re)
     if kind == "start":
         _check_start(request, re)
     if kind == "replay" and request["after"] < 0:

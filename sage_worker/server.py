@@ -598,7 +598,8 @@ class Worker:
         options = {k: request[k] for k in ("typeset", "language", "webgl") if k in request}
         execution = Execution(identity, request["execution"], request.get("code"),
                               request.get("interact"), request.get("values"),
-                              request.get("cursor"), options, cell=request.get("cell"))
+                              request.get("cursor"), options, cell=request.get("cell"),
+                              direct=request.get("direct", True))
         session.queue.append(execution)
         session.owner = identity
         if execution.cursor is None:  # completions are the asker's alone
@@ -759,7 +760,8 @@ class Worker:
         completing = execution.cursor is not None
         seq = session.seq if completing else session.next_seq()
         frames = protocol.output(kind, session.id, execution.id, seq, blob, **fields)
-        self._send(execution.owner, frames)
+        if execution.direct or completing:
+            self._send(execution.owner, frames)
         if not completing:
             self._record(session, seq, frames)
 

@@ -38,6 +38,7 @@ class Execution:
     cursor: int | None = None  # a completion of the code at this position, not a run
     options: dict = field(default_factory=dict)  # execute's typeset and language
     cell: str | None = None  # the page's cell it runs (its messages carry it)
+    direct: bool = True  # its output goes to the asker too (False: it watches the publisher)
     deadline: float = 0.0  # wall-time limit (monotonic)
     timed_out: bool = False
     kill_at: float | None = None  # when an interrupt that did not work turns into a kill

@@ -73,12 +73,16 @@ def drain(browser: Browserish, seconds: float) -> list[dict]:
 def test_kill_9_of_a_frontend_mid_output_loses_nothing(appliance, browsers):
     data, base = appliance
     page, _ = browsers(base, "kim")  # on web0
-    page.send(type="execute", cell="big", code=f"for i in range({LINES}): print(i)")
+    # 10^5 lines over about two seconds: the kill comes in the middle.
+    page.send(type="execute", cell="big", code=f"import time\nfor i in range({LINES}):\n"
+                                               "    print(i)\n"
+                                               "    if i % 10000 == 9999: time.sleep(0.2)")
     got = []
     while not any(m["type"] == "stream" for m in got):
         got.append(page.receive(30))
     os.kill(pid_of(data, "web0"), signal.SIGKILL)
     got += drain(page, 2)
+    assert not any(m["type"] == "done" for m in got)  # it was cut off mid-output
     # The page resumes on web1 with what it has: every line once, one done.
     again, attached = browsers(base + 1, "kim", page.session, page.last_seq)
     assert attached["session"] == page.session and attached["complete"] is True

@@ -569,3 +569,34 @@ def test_the_logs_of_all_sessions_stay_within_the_budget(worker_factory):
     assert replayed["first"] > 1 and logged[0]["seq"] == replayed["first"]
     assert sum(len(m.get("text", "")) for m in logged) <= 1 << 20
     assert logged[-1]["type"] == "done"  # the newest are kept
+
+
+def test_the_publisher_gives_nothing_to_a_peer_with_an_unknown_key(worker_factory):
+    from tests.worker_client import stranger_key
+
+    worker = worker_factory()
+    client = worker.client()
+    session = client.start()
+    stranger = worker.subscriber(session, key=stranger_key())
+    ours = worker.watch(client, session)  # the allowed key gets the session's messages
+    client.run(session, "print('secret')")
+    assert ours.poll(5000)
+    assert not stranger.poll(500)
+    assert "refused a client with an unknown CURVE key" in worker.log.read_text()
+
+
+def test_an_execution_not_direct_is_only_published(worker_factory):
+    """A frontend that watches the session asks direct: false and gets each
+    message once, from the publisher."""
+    worker = worker_factory()
+    client = worker.client()
+    session = client.start()
+    sub = worker.watch(client, session)
+    while sub.poll(200):
+        sub.recv_multipart()
+    client.execute(session, "print('once')", direct=False, cell="c")
+    published = [_published(sub)]
+    while published[-1]["type"] != "done":
+        published.append(_published(sub))
+    assert [m["type"] for m in published] == ["queued", "running", "stream", "done"]
+    assert not client.sock.poll(300)  # nothing came to the asker itself

@@ -182,6 +182,7 @@ class Session:
         self.log: deque[str | None] = deque()  # texts first_seq() .. seq (None: nothing)
         self.log_bytes = 0
         self.pending: dict[int, tuple[dict, bytes | None]] = {}  # arrived early
+        self.mark = 0  # the newest seq the worker said it has (its "watched" mark)
         self.taking = False  # a message is being taken (storing an image waits)
         self.repairing = False
         self.cells: dict[str, dict] = {}  # each cell's latest run, as the worker keeps them
@@ -283,6 +284,7 @@ class Session:
             self.live = True
             self._replayed(reply)
             self._record("running")
+            self._catch_up()
             return True
         if reply.get("code") == "ended":
             self.end_reason = reply.get("message")
@@ -327,9 +329,9 @@ class Session:
         seq = message.get("seq")
         if message["type"] == "watched":
             # Our subscription works from here on; what came before is in the log.
-            if type(seq) is int and seq > self.seq and not self.repairing:
-                self.repairing = True
-                gevent.spawn(self._repair)
+            if type(seq) is int:
+                self.mark = max(self.mark, seq)
+                self._catch_up()
             return
         if type(seq) is not int or seq <= self.seq or seq in self.pending:
             return  # seen (it came both as the asker's and as a watcher's)
@@ -341,6 +343,13 @@ class Session:
             # Over two sockets, order is not kept: what is missing is usually
             # on its way. Only then ask the worker.
             gevent.spawn_later(GAP_WAIT, self._repair)
+
+    def _catch_up(self) -> None:
+        """Behind the worker's mark: ask its log (once we know where it runs;
+        the mark may come before the answer that says so)."""
+        if self.mark > self.seq and self.live and not self.repairing:
+            self.repairing = True
+            gevent.spawn(self._repair)
 
     def _take_pending(self) -> None:
         """Take what is next, in order. One greenlet at a time: storing an
@@ -376,6 +385,8 @@ class Session:
             if self.pending and min(self.pending) > self.seq + 1 and self.live:
                 self.repairing = True
                 gevent.spawn_later(GAP_WAIT, self._repair)
+            else:
+                self._catch_up()
 
     def _take(self, message: dict, blob: bytes | None) -> None:
         try:
@@ -455,7 +466,8 @@ class Session:
         execution = _new_execution()
         try:
             self._ensure_worker_session()
-            self._send("execute", execution, cell=cell, code=code, **(options or {}))
+            self._send("execute", execution, cell=cell, code=code, direct=False,
+                       **(options or {}))
             self._record("running")  # its last activity
         except (NoWorker, WorkerUnavailable) as exc:
             self._refused(cell, execution, "killed", str(exc))
@@ -469,7 +481,8 @@ class Session:
                           interact_id)
             return
         try:
-            self._send("interact", execution, cell=cell, interact=interact_id, values=values)
+            self._send("interact", execution, cell=cell, interact=interact_id, values=values,
+                       direct=False)
         except WorkerUnavailable as exc:
             self._refused(cell, execution, "killed", str(exc), interact_id)
 
