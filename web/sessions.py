@@ -120,9 +120,7 @@ class Connection:
             if self.next_seq < first:
                 missed = first - self.next_seq
                 self.next_seq = first
-                return wire.encode({"type": "gap", "missed": missed,
-                                    "text": f"{missed} messages were dropped because this "
-                                            "connection could not keep up"})
+                return wire.encode(wire.gap(missed))
             text = session.text_at(self.next_seq)
             self.next_seq += 1
             if text is not None:  # (a message the page needs nothing of)
@@ -237,14 +235,12 @@ class Session:
         last_seq = min(last_seq, self.seq)
         if last_seq < self.first_seq() - 1 and self.live:
             self.refetch(last_seq)  # the cache does not reach back: the worker's log does
-        connection.send({"type": "attached", "session": self.id, "seq": self.seq,
-                         "cells": [{"cell": cell, **state} for cell, state in
-                                   self.cells.items()],
-                         "complete": last_seq >= self.first_seq() - 1,
-                         "frontends": self.manager.frontends()})
+        connection.send(wire.attached(
+            self.id, self.seq, [{"cell": cell, **state} for cell, state in self.cells.items()],
+            last_seq >= self.first_seq() - 1, self.manager.frontends()))
         if self.end_reason:  # the one the page asked for ended while it was away
-            connection.send({"type": "session_status", "state": "lost",
-                             "reason": ENDED.get(self.end_reason, ENDED[None])})
+            connection.send(wire.session_status("lost", ENDED.get(self.end_reason,
+                                                                  ENDED[None])))
             self.end_reason = None
         connection.follow(self, last_seq)
 
@@ -404,36 +400,32 @@ class Session:
         kind, seq = message["type"], message["seq"]
         if kind == "session_ended":
             self._ended()
-            return {"type": "session_status", "state": "lost", "seq": seq,
-                    "reason": ENDED.get(message.get("reason"), ENDED[None])}
+            return wire.session_status("lost", ENDED.get(message.get("reason"), ENDED[None]),
+                                       seq)
         if kind == "session_restarted":
-            return {"type": "session_status", "state": "restarted", "seq": seq,
-                    "reason": "restarted on request: variables are cleared"}
+            return wire.session_status("restarted", "restarted on request: variables are "
+                                       "cleared", seq)
         cell, execution = message.get("cell"), message.get("execution")
         if not isinstance(cell, str):
             return None
         interact = message.get("interact")
         if kind == "queued":
             if interact:
-                return {"type": "interact_run", "cell": cell, "interact": interact,
-                        "execution": execution, "seq": seq}
+                return wire.interact_run(cell, interact, execution, seq)
             self.cells.pop(cell, None)
             self.cells[cell] = {"code": message.get("code") or "", "execution": execution,
                                 "state": "queued"}
-            return {"type": "queued", "cell": cell, "execution": execution, "seq": seq}
+            return wire.queued(cell, execution, seq)
         if kind == "running":
             if interact:
                 return None
             self._cell_state(cell, execution, state="running")
-            return {"type": "running", "cell": cell, "execution": execution, "seq": seq}
+            return wire.running(cell, execution, seq)
         out = {k: v for k, v in message.items() if k not in ("session", "re")}
         if kind == "image":
             refusal = self._store_image(out, blob, message["mime"])
             if refusal:
-                out = {"type": "notice", "cell": cell, "execution": execution,
-                       "text": refusal, "seq": seq}
-                if interact:
-                    out["interact"] = interact
+                out = wire.notice(cell, execution, refusal, interact, seq)
         if kind == "done" and not interact:
             self._cell_state(cell, execution, state="done", status=message["status"])
         return out
@@ -496,7 +488,7 @@ class Session:
         """Names completing the one before the cursor, for the page that asked
         (never into the log: no other page wants them). No session yet, or a
         busy one: no names."""
-        answer = {"type": "completions", "cell": cell, "prefix": "", "matches": []}
+        answer = wire.completions(cell)
         code = before_cursor[-COMPLETION_CONTEXT:]
         if not (self.live and self.link and self.link.alive):
             connection.send(answer)
@@ -531,16 +523,13 @@ class Session:
     def _refused(self, cell: str, execution: str, status: str, notice: str,
                  interact: str | None = None) -> None:
         """An execution that never ran: its pages hear why, and its done."""
-        extra = {"interact": interact} if interact else {}
         if not interact:
             self.cells.pop(cell, None)
             self.cells[cell] = {"code": "", "execution": execution, "state": "done",
                                 "status": status}
-            self._direct({"type": "queued", "cell": cell, "execution": execution})
-        self._direct({"type": "notice", "cell": cell, "execution": execution, "text": notice,
-                      **extra})
-        self._direct({"type": "done", "cell": cell, "execution": execution, "status": status,
-                      **extra})
+            self._direct(wire.queued(cell, execution))
+        self._direct(wire.notice(cell, execution, notice, interact))
+        self._direct(wire.done(cell, execution, status, interact))
 
     def _ensure_worker_session(self) -> None:
         with self.starting:
@@ -611,13 +600,11 @@ class Session:
         for cell, state in self.cells.items():
             if state["state"] != "done":
                 state.update(state="done", status="killed")
-                self._direct({"type": "notice", "cell": cell,
-                              "execution": state["execution"], "text": text})
-                self._direct({"type": "done", "cell": cell, "execution": state["execution"],
-                              "status": "killed"})
+                self._direct(wire.notice(cell, state["execution"], text))
+                self._direct(wire.done(cell, state["execution"], "killed"))
         for execution in list(self.completions):
             self._answer_completion(execution)
-        self._direct({"type": "session_status", "state": "lost", "reason": text})
+        self._direct(wire.session_status("lost", text))
         gevent.spawn(self._find_again)
 
     def _find_again(self) -> None:
@@ -628,8 +615,7 @@ class Session:
             gevent.sleep(1.0)
             with self.starting:
                 if not self.live and self.listeners and self.adopt(self.seq):
-                    self._direct({"type": "session_status", "state": "running",
-                                  "reason": "the session runs again"})
+                    self._direct(wire.session_status("running", "the session runs again"))
                     return
 
 
@@ -718,8 +704,7 @@ class SessionManager:
         """Show a bus message (web/bus.py) on the pages here it is meant for;
         how many got it. Until accounts exist, a browser is its own account."""
         to, target = message["to"], message["target"]
-        shown = {"type": "announcement", "id": message["id"], "text": message["text"],
-                 "from": message["sender"]}
+        shown = wire.announcement(message["id"], message["text"], message["sender"])
         count = 0
         for connection in list(self.connections.values()):
             if to == "all" or (to in ("browser", "account") and connection.browser == target) \

@@ -70,7 +70,7 @@ def _dispatch(message: dict, connection: Connection, session: Session | None,
               manager: SessionManager, browser: str, ip: str) -> Session | None:
     kind = message["type"]
     if kind == "ping":
-        connection.send({"type": "pong"})
+        connection.send(wire.pong())
         return session
     if kind == "open":
         chosen = manager.open(message.get("session"), browser, ip, message.get("last_seq", 0))

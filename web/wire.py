@@ -1,8 +1,10 @@
 """The browser protocol: JSON text frames over the websocket (docs/protocol.md).
 
-This module alone parses and validates what a browser sends and builds what
-the frontend sends back; ``WireError`` becomes an ``error`` message to that
-browser while its connection stays up.
+This module alone parses and validates what a browser sends (``parse``) and
+builds every message the frontend makes for a browser (the functions below
+``encode``); the worker's output passes through with the session's ``seq``.
+``WireError`` becomes a ``protocol_error`` to that browser while its
+connection stays up.
 """
 
 from __future__ import annotations
@@ -103,3 +105,71 @@ def encode(message: dict[str, Any]) -> str:
 def error(err: WireError) -> str:
     """A refused browser message ("error" is an execution's traceback)."""
     return encode({"type": "protocol_error", "code": err.code, "message": err.message})
+
+
+# ------------------------------------------------------------------ frontend -> browser
+# ``seq``: the worker's number when the message is one of the session's (it
+# is logged and replayed); None for what a frontend says to its own pages.
+
+
+def _numbered(message: dict[str, Any], seq: int | None) -> dict[str, Any]:
+    if seq is not None:
+        message["seq"] = seq
+    return message
+
+
+def attached(session: str, seq: int, cells: list[dict], complete: bool,
+             frontends: list[str]) -> dict[str, Any]:
+    return {"type": "attached", "session": session, "seq": seq, "cells": cells,
+            "complete": complete, "frontends": frontends}
+
+
+def gap(missed: int) -> dict[str, Any]:
+    return {"type": "gap", "missed": missed,
+            "text": f"{missed} messages were dropped because this connection could not "
+                    "keep up"}
+
+
+def session_status(state: str, reason: str, seq: int | None = None) -> dict[str, Any]:
+    return _numbered({"type": "session_status", "state": state, "reason": reason}, seq)
+
+
+def queued(cell: str, execution: str, seq: int | None = None) -> dict[str, Any]:
+    return _numbered({"type": "queued", "cell": cell, "execution": execution}, seq)
+
+
+def running(cell: str, execution: str, seq: int) -> dict[str, Any]:
+    return {"type": "running", "cell": cell, "execution": execution, "seq": seq}
+
+
+def interact_run(cell: str, interact: str, execution: str, seq: int) -> dict[str, Any]:
+    return {"type": "interact_run", "cell": cell, "interact": interact,
+            "execution": execution, "seq": seq}
+
+
+def notice(cell: str, execution: str, text: str, interact: str | None = None,
+           seq: int | None = None) -> dict[str, Any]:
+    message = {"type": "notice", "cell": cell, "execution": execution, "text": text}
+    if interact:
+        message["interact"] = interact
+    return _numbered(message, seq)
+
+
+def done(cell: str, execution: str, status: str, interact: str | None = None) -> dict[str, Any]:
+    message = {"type": "done", "cell": cell, "execution": execution, "status": status}
+    if interact:
+        message["interact"] = interact
+    return message
+
+
+def completions(cell: str, prefix: str = "", matches: list[str] | None = None
+                ) -> dict[str, Any]:
+    return {"type": "completions", "cell": cell, "prefix": prefix, "matches": matches or []}
+
+
+def announcement(message_id: str, text: str, sender: str) -> dict[str, Any]:
+    return {"type": "announcement", "id": message_id, "text": text, "from": sender}
+
+
+def pong() -> dict[str, Any]:
+    return {"type": "pong"}
