@@ -24,7 +24,6 @@ from salvusctl import (
     access,
     accounts,
     leftovers,
-    messaging,
     migrate,
     postgres,
     probe,
@@ -540,8 +539,11 @@ class Appliance:
         finally:
             conn.close()
 
-    def message(self, to: str, target: str | None, text: str) -> messaging.Outcome:
-        """Send ``text`` to browsers through the frontends' bus."""
+    def message(self, to: str, target: str | None, text: str):
+        """Send ``text`` to browsers through the frontends' bus (a
+        messaging.Outcome)."""
+        from salvusctl import messaging  # imports web's bus: only for this command
+
         if not self.data.frontends_file.exists():
             raise NotInitialized(f"{self.data.frontends_file} is missing; run "
                                  "`salvusctl start` first")

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import click
 
-from salvusctl import __version__, messaging
+from salvusctl import __version__
 from salvusctl.appliance import Appliance
 from salvusctl.appliance import init as init_data
 from salvusctl.datadir import default_path
 from salvusctl.errors import ProgramFailed
-from web import bus
 
 NOT_RUNNING_EXIT = 3
 
@@ -150,6 +149,9 @@ def check(obj: Context) -> None:
 @pass_context
 def message(obj: Context, to: str, text: str) -> None:
     """Show TEXT as a banner on the pages it is meant for, on every frontend."""
+    from salvusctl import messaging  # the bus's format is web's (web/bus.py)
+    from web import bus
+
     appliance = obj.appliance()
     try:
         kind, target = messaging.parse_target(to)

@@ -26,7 +26,6 @@ from salvusctl.config import Config
 from salvusctl.datadir import DataDir
 from salvusctl.errors import ConfigError, UnknownProgram
 from salvusctl.resources import templates_dir
-from web.bus import Directory
 
 # Start in this order; stop in the reverse one (database last).
 START_ORDER = {"postgres": 0, "registry": 1, "memcached": 1, "worker": 2, "web": 3}
@@ -265,8 +264,12 @@ def rendered(data: DataDir, config: Config, service: Account | None) -> dict[Pat
     web_public = curve.load_public(data.web_key).decode()
     frontends = [{"name": p.name, "bus": bus_endpoint(config, p.ports[1]), "key": web_public,
                   "http": web_url(config, p.ports[0])} for p in found if p.kind == "web"]
-    files[data.frontends_file] = Directory.render(
-        frontends, bus_endpoint(config, config.get("web", "bus_port")), web_public)
+    # Read by web/bus.py (Directory): salvusctl and its registry listener do
+    # not import the web package (a broken one must not take them down).
+    files[data.frontends_file] = json.dumps({
+        "frontends": frontends,
+        "message": {"endpoint": bus_endpoint(config, config.get("web", "bus_port")),
+                    "key": web_public}}, indent=2) + "\n"
     for program in found:
         files[data.programs_dir / f"{program.name}.conf"] = render_template(
             program.template, program.values)

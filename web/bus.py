@@ -143,7 +143,8 @@ class Peer:
 
 @dataclass(frozen=True)
 class Directory:
-    """The frontends file: every frontend's bus endpoint, and salvusctl's."""
+    """The frontends file salvusctl writes (salvusctl/programs.py): every
+    frontend's bus endpoint, and the one salvusctl message binds."""
 
     frontends: tuple[Peer, ...]
     message_endpoint: str | None = None
@@ -157,11 +158,6 @@ class Directory:
         return cls(peers, admin.get("endpoint"),
                    admin["key"].encode() if admin.get("key") else None)
 
-    @staticmethod
-    def render(frontends: list[dict], message_endpoint: str, message_key: str) -> str:
-        return json.dumps({"frontends": frontends,
-                           "message": {"endpoint": message_endpoint, "key": message_key}},
-                          indent=2) + "\n"
 
 
 # ------------------------------------------------------------------ the bus
