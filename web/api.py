@@ -42,6 +42,12 @@ class ApiLimits:
     rate_total: str = "1200/minute"  # requests from everyone (all frontends)
 
 
+# Seconds a caller over the concurrency limits waits. Not 1: flask-limiter
+# rewrites Retry-After as a whole number of seconds from now, and 1 second
+# from a moment already begun truncates to 0 ("come back now").
+BUSY_RETRY_AFTER = 2
+
+
 class ApiError(Exception):
     def __init__(self, status: int, message: str, retry_after: int | None = None):
         super().__init__(message)
@@ -62,10 +68,12 @@ class Slots:
     def take(self, ip: str, limits: ApiLimits):
         if self.total >= limits.concurrent:
             raise ApiError(429, f"{self.total} API executions are running on this server "
-                           f"(the limit is {limits.concurrent}); try again in a moment", 1)
+                           f"(the limit is {limits.concurrent}); try again in a moment",
+                           BUSY_RETRY_AFTER)
         if self.by_ip[ip] >= limits.concurrent_per_ip:
             raise ApiError(429, f"{self.by_ip[ip]} of your API executions are running (the "
-                           f"limit is {limits.concurrent_per_ip}); wait for them", 1)
+                           f"limit is {limits.concurrent_per_ip}); wait for them",
+                           BUSY_RETRY_AFTER)
         self.total += 1
         self.by_ip[ip] += 1
         try:
