@@ -5,6 +5,12 @@ context, which is not fork-safe). Each message is::
 
     | u32 json length | u32 blob length + 1 (0: no blob) | JSON | blob |
 
+The JSON is an object whose ``type`` names it, as on the worker's and the
+browser's wires: the parent sends ``execute``, ``interact`` and ``complete``
+requests; the child answers with ``stream``, ``result``, ``image``,
+``interact``, ``notice``, ``error``, ``completions`` and ``done``, which the
+parent checks (``server.OUTPUT_FIELDS``, ``protocol.check_output``) before they go on.
+
 The control path is separate: the parent signals the child's process group
 (SIGINT to interrupt, SIGKILL to end), so a busy child never needs to read.
 """

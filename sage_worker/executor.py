@@ -73,14 +73,14 @@ class Executor:
             request = self.channel.receive()
             if request is None:
                 return
-            if request.get("op") == "execute":
+            if request.get("type") == "execute":
                 self.webgl = request.get("webgl") is not False
                 self.execute(request["execution"], request["code"],
                              typeset=request.get("typeset") is True,
                              python=request.get("language") == "python")
-            elif request.get("op") == "complete":
+            elif request.get("type") == "complete":
                 self.complete(request["execution"], request["code"], request["cursor"])
-            elif request.get("op") == "interact":
+            elif request.get("type") == "interact":
                 self.execute(request["execution"], None, request["interact"],
                              request["values"])
 
@@ -109,7 +109,7 @@ class Executor:
         except KeyboardInterrupt:
             status = "limit" if self.stream.exceeded else "interrupted"
             if status == "interrupted":
-                self.stream.send({"kind": "error", "ename": "KeyboardInterrupt",
+                self.stream.send({"type": "error", "ename": "KeyboardInterrupt",
                                   "evalue": "", "traceback": "KeyboardInterrupt\n"})
         except _AlreadyReported:
             status = "error"
@@ -125,11 +125,11 @@ class Executor:
         try:
             mode, body = modes.split(code)
         except modes.UnknownMode as exc:
-            self.stream.send({"kind": "error", "ename": "UsageError", "evalue": str(exc),
+            self.stream.send({"type": "error", "ename": "UsageError", "evalue": str(exc),
                               "traceback": f"UsageError: {exc}\n"})
             raise _AlreadyReported from None
         if mode in ("md", "html", "latex"):
-            self.stream.send({"kind": "result", "data": modes.result(mode, body)})
+            self.stream.send({"type": "result", "data": modes.result(mode, body)})
             return
         plain = mode == "python" or (mode is None and python)  # no Sage preparser
         if mode == "python":  # its line stays (blank): line numbers match the cell's
@@ -178,7 +178,7 @@ class Executor:
             self.pump.drain(from_main_thread=True)
         except (OutputLimit, KeyboardInterrupt):
             status = "limit" if self.stream.exceeded else status
-        self.stream.send({"kind": "done", "status": status})
+        self.stream.send({"type": "done", "status": status})
         self.stream.execution = None
 
     # -- completion
@@ -192,7 +192,7 @@ class Executor:
         try:
             self.executing = True
             matches, start, end = introspect.complete(self.namespace, code, cursor)
-            self.stream.send({"kind": "completions", "matches": matches, "start": start,
+            self.stream.send({"type": "completions", "matches": matches, "start": start,
                               "end": end})
         except KeyboardInterrupt:
             status = "interrupted"
@@ -206,7 +206,7 @@ class Executor:
 
     def _help(self, value: Any, name: str, source: bool) -> None:
         text = introspect.describe(value, name, source)
-        self.stream.send({"kind": "result", "data": {"text/plain": text}})
+        self.stream.send({"type": "result", "data": {"text/plain": text}})
 
     def _help_function(self, *args: Any) -> None:
         """help(x) as x?; help() alone says so (no interactive help here)."""
@@ -219,7 +219,7 @@ class Executor:
     # -- interacts
 
     def _announce_interact(self, interact_id: str, controls: list[dict]) -> None:
-        self.stream.send({"kind": "interact", "interact": interact_id, "controls": controls})
+        self.stream.send({"type": "interact", "interact": interact_id, "controls": controls})
 
     def _run_interact(self, interact_id: str, function, kwargs: dict) -> None:
         """One run of an interact's function: its output is tagged with the
@@ -246,10 +246,10 @@ class Executor:
         for image in images:
             self.image(*image)
         if data:
-            self.stream.send({"kind": "result", "data": data})
+            self.stream.send({"type": "result", "data": data})
 
     def image(self, mime: str, data: bytes, width: int | None = None) -> None:
-        message = {"kind": "image", "mime": mime, "size": len(data),
+        message = {"type": "image", "mime": mime, "size": len(data),
                    "sha1": hashlib.sha1(data).hexdigest()}
         if width:
             message["width"] = width  # CSS pixels: a PNG drawn at twice that
@@ -275,7 +275,7 @@ class Executor:
                     if frame.filename.startswith("<cell "):
                         frame.colno = frame.end_colno = None
             lines = list(report.format())
-        self.stream.send({"kind": "error", "ename": type(exc).__name__,
+        self.stream.send({"type": "error", "ename": type(exc).__name__,
                           "evalue": str(exc), "traceback": "".join(lines)})
 
 

@@ -66,7 +66,7 @@ class OutputStream:
                                                                                   "ignore"))
                 self.exceeded = True
                 self._flush_locked()
-                self.send({"kind": "notice", "text": f"Output limit of {self.cap} bytes "
+                self.send({"type": "notice", "text": f"Output limit of {self.cap} bytes "
                            "reached: the rest of the output was dropped and the "
                            "execution interrupted."})
                 if from_main_thread:
@@ -96,7 +96,7 @@ class OutputStream:
     def _flush_locked(self) -> None:
         pending, self.pending, self.pending_bytes = self.pending, [], 0
         for name, text, tag in pending:
-            message = {"kind": "stream", "name": name, "text": text}
+            message = {"type": "stream", "name": name, "text": text}
             if tag:
                 message["interact"] = tag
             self._send(message, None)
@@ -109,7 +109,7 @@ class OutputStream:
         """Anything else the execution emits: first the text before it."""
         with self.lock:
             self._flush_locked()
-            if self.tag and "interact" not in message and message.get("kind") != "done":
+            if self.tag and "interact" not in message and message.get("type") != "done":
                 message["interact"] = self.tag
             self._send(message, blob)
 

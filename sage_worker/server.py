@@ -622,13 +622,13 @@ class Worker:
             self._announce(session, execution, "running")
         try:
             if execution.cursor is not None:
-                request = {"op": "complete", "execution": execution.id, "code": execution.code,
+                request = {"type": "complete", "execution": execution.id, "code": execution.code,
                            "cursor": execution.cursor}
             elif execution.interact is None:
-                request = {"op": "execute", "execution": execution.id, "code": execution.code,
+                request = {"type": "execute", "execution": execution.id, "code": execution.code,
                            **execution.options}
             else:
-                request = {"op": "interact", "execution": execution.id,
+                request = {"type": "interact", "execution": execution.id,
                            "interact": execution.interact, "values": execution.values}
             session.sock.sendall(channel.encode(request))
         except (BlockingIOError, OSError):
@@ -706,7 +706,7 @@ class Worker:
             self._cut(session, execution, message, size)
             return
         execution.output += size
-        kind = message.get("kind") if isinstance(message, dict) else None
+        kind = message.get("type") if isinstance(message, dict) else None
         if not isinstance(kind, str) or kind not in OUTPUT_FIELDS:
             self._malformed(session, execution, "a message of no known kind")
             return
@@ -734,7 +734,7 @@ class Worker:
         execution.cut = True
         stream = message if isinstance(message, dict) else {}
         text = stream.get("text")
-        if stream.get("kind") == "stream" and isinstance(text, str) and \
+        if stream.get("type") == "stream" and isinstance(text, str) and \
                 stream.get("name") in ("stdout", "stderr") and room > 0:
             self._emit(session, "stream", {"name": message["name"], "text": text.encode(
                 "utf-8", "replace")[:room].decode("utf-8", "ignore")})

@@ -71,10 +71,10 @@ ATTACKS = {
     "output cap lifted": ("import sys\nsys.stdout._stream.cap = 10**15\n"
                           "while True: print('x' * 999)", "limit"),
     "forged channel message": ("import sys\nsend = sys.stdout._stream._send\n"
-                               "send({'kind': 'image', 'mime': 'text/html', 'size': 6,"
+                               "send({'type': 'image', 'mime': 'text/html', 'size': 6,"
                                " 'sha1': 'a' * 40}, b'<html>')\n"
-                               "send({'kind': 'result', 'data': 5})\n"
-                               "send({'kind': 'stream', 'name': 'stdout', 'text': [1]})\n"
+                               "send({'type': 'result', 'data': 5})\n"
+                               "send({'type': 'stream', 'name': 'stdout', 'text': [1]})\n"
                                "print('after')", "ok"),
 }
 

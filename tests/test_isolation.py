@@ -245,12 +245,12 @@ def test_the_output_cap_holds_when_the_session_lifts_its_own(worker_factory):
 
 
 FORGERIES = {
-    "an html image": "send({'kind': 'image', 'mime': 'text/html', 'size': 6, 'sha1': 'a' * 40},"
+    "an html image": "send({'type': 'image', 'mime': 'text/html', 'size': 6, 'sha1': 'a' * 40},"
                      " b'<html>')",
-    "a stream of numbers": "send({'kind': 'stream', 'name': 'stdout', 'text': 5})",
+    "a stream of numbers": "send({'type': 'stream', 'name': 'stdout', 'text': 5})",
     "a list": "end.sock.sendall(channel.encode([1, 2]))",
-    "a bad result": "send({'kind': 'result', 'data': {'text/plain': 1, 'x/evil': 'y'}})",
-    "an unknown status": "send({'kind': 'done', 'status': 'pwned'})",
+    "a bad result": "send({'type': 'result', 'data': {'text/plain': 1, 'x/evil': 'y'}})",
+    "an unknown status": "send({'type': 'done', 'status': 'pwned'})",
 }
 
 
@@ -350,7 +350,7 @@ def test_a_flood_of_tiny_junk_messages_is_cut_and_the_worker_stays_small(worker_
     session = client.start()
     execution = client.execute(session, "import sys, time\nfrom sage_worker import channel\n"
                                         "end = sys.stdout._stream._send.__self__\n"
-                                        "junk = channel.encode({'kind': ['x']}) * 50000\n"
+                                        "junk = channel.encode({'type': ['x']}) * 50000\n"
                                         "while True: end.sock.sendall(junk)")
     other = worker.client()
     for i in range(10):  # the worker serves others meanwhile
@@ -362,9 +362,9 @@ def test_a_flood_of_tiny_junk_messages_is_cut_and_the_worker_stays_small(worker_
 
 
 FORGED_OUTPUT = {
-    "huge results": "for i in range(20): send({'kind': 'result', "
+    "huge results": "for i in range(20): send({'type': 'result', "
                     "'data': {'text/plain': 'R' * (1 << 20)}})",
-    "wide characters": "for i in range(20): send({'kind': 'stream', 'name': 'stdout', "
+    "wide characters": "for i in range(20): send({'type': 'stream', 'name': 'stdout', "
                        "'text': '\\U0001F600' * (1 << 18)})",
 }
 
@@ -384,7 +384,7 @@ def test_a_lone_surrogate_from_a_session_reaches_the_client_as_an_escape(client)
     session = client.start()
     result = client.run(session, "import sys\nfrom sage_worker import channel\n"
                                  "end = sys.stdout._stream._send.__self__\n"
-                                 "body = b'{\"kind\":\"stream\",\"name\":\"stdout\","
+                                 "body = b'{\"type\":\"stream\",\"name\":\"stdout\","
                                  "\"text\":\"a\\\\ud800b\"}'\n"
                                  "end.sock.sendall(channel.HEADER.pack(len(body), 0) + body)\n"
                                  "print('after')")
@@ -399,7 +399,7 @@ def test_a_forged_done_does_not_lift_the_wall_time(worker_factory):
         pytest.skip("this host offers no cgroups to count a session's CPU time")
     session = client.start()
     result = client.run(session, "import sys\nsys.stdout._stream._send("
-                                 "{'kind': 'done', 'status': 'ok'})\nwhile True: pass")
+                                 "{'type': 'done', 'status': 'ok'})\nwhile True: pass")
     assert result.status == "ok"  # the forged done, as far as the client can tell
     ended, _ = client.receive(timeout=15)
     assert ended["type"] == "session_ended" and ended["reason"] == "limit"

@@ -580,7 +580,7 @@ def test_a_blob_name_with_anything_after_it_is_not_found(stack):
 
 FORGE_IMAGE = ("import sys, hashlib\nsend = sys.stdout._stream._send\n"
                "def image(data, mime='image/png'):\n"
-               "    send({'kind': 'image', 'mime': mime, 'size': len(data),\n"
+               "    send({'type': 'image', 'mime': mime, 'size': len(data),\n"
                "          'sha1': hashlib.sha1(data).hexdigest()}, data)\n")
 
 
