@@ -21,7 +21,9 @@ import socket
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from flask import Flask, Request, Response
+from flask import Flask, Request, Response, request
+
+from web.replies import json_error
 
 # KaTeX and CodeMirror style elements through style attributes: styles may be
 # inline, scripts may not. connect-src 'self' covers our own ws:/wss: too.
@@ -83,11 +85,29 @@ def viewer_headers(response: Response) -> None:
     response.headers["X-Frame-Options"] = "SAMEORIGIN"
 
 
-def install(app: Flask, allowed: tuple[str, ...],
+def install(app: Flask, allowed: tuple[str, ...], names: set[str],
             peers: Callable[[], list[str]] = list) -> None:
-    """``peers``: the live frontends' URLs, which our pages may connect to."""
+    """Refuse what other sites ask, and give every response its headers.
+    ``names``: the host names served; ``peers``: the live frontends' URLs,
+    which our pages may connect to."""
     ancestors = " ".join(("'self'", *allowed)) if allowed else "'none'"
     policy = POLICY.format(ancestors=ancestors)
+
+    @app.before_request
+    def refuse_other_sites() -> Response | None:
+        if not served_name(request, names):
+            return json_error(421, f"this appliance does not answer to the name "
+                                   f"{request.host[:80]!r}; its admin lists the names it "
+                                   "serves in [web] server_names")
+        acts = request.method not in ("GET", "HEAD", "OPTIONS") or request.path == "/ws"
+        if acts and not from_allowed_origin(request, allowed, peers):
+            return json_error(403, "requests from other sites are refused; open the "
+                                   "worksheet itself, or ask the admin to allow your site")
+        if request.path == "/ws":
+            # No permessage-deflate: compressing every small message costs the
+            # frontend (one process for all its browsers) more than it saves.
+            request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        return None
 
     @app.after_request
     def headers(response: Response) -> Response:

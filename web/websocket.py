@@ -5,13 +5,27 @@ from __future__ import annotations
 import contextlib
 import socket
 
+from flask import Blueprint, request
+from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
 from web import wire
 from web.frames import whole_frames
+from web.pages import BROWSER_COOKIE
+from web.services import services
 from web.sessions import Connection, Session, SessionManager
 
 RECEIVE_TIMEOUT = 30  # seconds; protocol pings (ping_interval) notice dead peers
+
+websocket = Blueprint("websocket", __name__)
+
+
+# Given a blueprint, flask-sock's route decorator keeps nothing of its own:
+# the Sock here is only the decorator's maker.
+@Sock().route("/ws", bp=websocket)
+def browser_socket(ws) -> None:
+    browser = request.cookies.get(BROWSER_COOKIE) or f"ip:{request.remote_addr}"
+    serve_browser(ws, services().manager, browser, request.remote_addr or "?")
 
 
 def serve_browser(ws, manager: SessionManager, browser: str, ip: str) -> None:

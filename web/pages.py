@@ -1,0 +1,96 @@
+"""The pages and files a browser loads: the worksheet, permalinks, static
+files and blobs. Every route here is a GET and changes nothing."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from flask import Blueprint, Response, request, send_from_directory
+
+from web import blobs, permalinks, security
+from web.db import DatabaseUnavailable
+from web.replies import json_error, unavailable
+from web.services import services
+
+STATIC = Path(__file__).parent / "static"
+# Who a browser is until accounts exist: it owns its sessions and counts
+# against the per-browser quota. The websocket reads it.
+BROWSER_COOKIE = "salvus_browser"
+
+pages = Blueprint("pages", __name__)
+
+
+@pages.get("/")
+def index():
+    response = send_from_directory(STATIC, "index.html", max_age=0)
+    if not request.cookies.get(BROWSER_COOKIE):
+        response.set_cookie(BROWSER_COOKIE, secrets.token_urlsafe(16), httponly=True,
+                            samesite="Lax", max_age=365 * 86400)
+    return response
+
+
+@pages.get("/s/<link>")
+def shared(link: str):
+    found = services()
+    try:
+        content = permalinks.open_link(found.db, link, found.cache) \
+            if found.db.configured else None
+    except DatabaseUnavailable:
+        return send_from_directory(STATIC, "unavailable.html", max_age=0), 503, \
+            {"Retry-After": "5"}
+    if content is None:
+        return send_from_directory(STATIC, "missing.html", max_age=0), 404
+    page = (STATIC / "index.html").read_text()
+    page = page.replace("<!--SHARED-->", '<script id="shared" type="application/json">'
+                        f"{permalinks.embeddable_json(content)}</script>")
+    return Response(page, mimetype="text/html", headers={"Cache-Control": "no-cache"})
+
+
+@pages.get("/s")
+def shared_in_url():
+    # The content travels in the URL's fragment (#z=...): no database needed.
+    return send_from_directory(STATIC, "index.html", max_age=0)
+
+
+@pages.get("/favicon.ico")
+def favicon():
+    return send_from_directory(STATIC, "favicon.svg", max_age=86400, mimetype="image/svg+xml")
+
+
+@pages.get("/static/<path:name>")
+def static_file(name: str):
+    age = 86400 if name.startswith("vendor/") else 300
+    response = send_from_directory(STATIC, name, max_age=age)
+    # Public files. The 3D viewer runs in a sandboxed frame (an origin of its
+    # own), from which its module scripts are fetched cross-origin.
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    if name == security.VIEWER_PAGE:
+        security.viewer_headers(response)
+    return response
+
+
+@pages.get("/blobs/<sha1>")
+def blob(sha1: str):
+    if not blobs.SHA1.match(sha1):
+        return json_error(404, "no such blob")
+    found = services()
+    cached = found.cache.get(f"blob:{sha1}")
+    if cached is not None:
+        mime, _, data = cached.partition(b"\n")
+        mime = mime.decode(errors="replace")
+    else:
+        try:
+            loaded = blobs.load(found.db, sha1) if found.db.configured else None
+        except DatabaseUnavailable:
+            return unavailable()
+        if loaded is None:
+            return json_error(404, "no such blob")
+        mime, data = loaded
+        found.cache.set(f"blob:{sha1}", mime.encode() + b"\n" + data)
+    served = blobs.served_as(mime)
+    return Response(data, mimetype=served, headers={
+        "Cache-Control": "public, max-age=31536000, immutable", "ETag": sha1,
+        # An SVG opened on its own must not run anything.
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+        "Content-Disposition": "inline" if served == mime else "attachment"})
