@@ -19,7 +19,14 @@ from typing import Any
 
 from sage_worker import interact, introspect, modes
 from sage_worker.interact import Interacts
-from sage_worker.output import FdPump, OutputLimit, OutputStream, StreamFile, start_background
+from sage_worker.output import (
+    FdPump,
+    OutputLimit,
+    OutputStream,
+    StreamFile,
+    start_background,
+    stdout_file,
+)
 
 # errno values that mean a resource limit stopped the code (ENOSPC, EDQUOT:
 # the session's own disk quota)
@@ -47,7 +54,7 @@ class Executor:
         self.webgl = True  # the browser of the latest execution draws 3D scenes
         self.executing = False
         self.transformed = False
-        sys.stdout = StreamFile(self.stream, "stdout", 1, self.pump)
+        sys.stdout = stdout_file(self.stream)
         sys.stderr = StreamFile(self.stream, "stderr", 2, self.pump)
         sys.displayhook = self._display_result
         self.typeset = False  # the running cell's: results are typeset
@@ -224,7 +231,8 @@ class Executor:
     def _run_interact(self, interact_id: str, function, kwargs: dict) -> None:
         """One run of an interact's function: its output is tagged with the
         interact; an exception shows there and leaves the controls working."""
-        outer, self.stream.tag = self.stream.tag, interact_id
+        outer = self.stream.tag
+        self.stream.retag(interact_id)
         try:
             self.show(function(**kwargs))
             for image in self.engine.figures():
@@ -233,7 +241,7 @@ class Executor:
             self.report(exc, "<cell")
         finally:
             self.stream.flush()
-            self.stream.tag = outer
+            self.stream.retag(outer)
 
     # -- what an execution emits
 

@@ -1,10 +1,18 @@
 """A session child's output: coalesced, ordered, capped, always flushed.
 
-``sys.stdout``/``sys.stderr`` write into ``OutputStream``; so do file
-descriptors 1 and 2 (output of C code and subprocesses), through pipes that a
-pump thread reads. Text is sent in chunks: when 64 KiB have gathered, when the
-oldest unsent byte is 50 ms old (the flusher thread), and before ``done``.
-One lock orders everything the child sends.
+``sys.stdout`` is a C-buffered text file (``stdout_file``): a print costs what
+it costs in plain Python, and its text reaches ``OutputStream`` through
+``Sink`` once per 64 KiB, or when something drains it. ``sys.stderr``
+(``StreamFile``) writes into ``OutputStream`` directly, after draining stdout;
+so do file descriptors 1 and 2 (output of C code and subprocesses), through
+pipes that a pump thread reads, also after draining stdout. Text is sent in
+chunks: when 64 KiB have gathered, every 50 ms while an execution runs (the
+flusher thread drains and sends), before any other message, and before
+``done``. One lock orders everything the child sends.
+
+Lock order: a file's own buffer lock (taken by the C code), then
+``OutputStream.lock``, never the other way: stdout is drained only by code
+that holds no ``OutputStream.lock``, or a thread would wait for itself.
 """
 
 from __future__ import annotations
@@ -36,22 +44,46 @@ class OutputStream:
         self.lock = threading.RLock()
         self.execution: str | None = None
         self.tag: str | None = None  # the interact whose output this is, if any
-        self.pending: list[list[str]] = []  # [[name, text], ...]
+        self.pending: list[list[str]] = []  # [[name, text, tag], ...]
         self.pending_bytes = 0
-        self.oldest = 0.0
         self.total = 0
         self.exceeded = False
-        # Wakes the flusher thread when text starts waiting, so that an idle
+        self.buffered: list[io.TextIOWrapper] = []  # files whose text may wait in C
+        # Wakes the flusher thread when an execution begins, so that an idle
         # session's thread sleeps instead of polling.
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         os.set_blocking(self.wake_write, False)
 
     def begin(self, execution: str) -> None:
+        self.drain_buffered()  # nothing of an earlier execution is this one's
         with self.lock:
+            self.pending, self.pending_bytes = [], 0
             self.execution = execution
             self.total = 0
             self.exceeded = False
+        with contextlib.suppress(BlockingIOError):
+            os.write(self.wake_write, b"!")
+
+    def drain_buffered(self) -> None:
+        """The text waiting in the buffered files' C buffers, into ``pending``.
+        Never under ``self.lock`` (see the lock order above). Past the cap the
+        rest is dropped quietly: the writer, not the drainer, is stopped."""
+        for file in self.buffered:
+            for _ in range(2):  # a second time, if the cap stopped the first
+                try:
+                    file.flush()
+                    break
+                except OutputLimit:
+                    continue
+                except (OSError, ValueError, RuntimeError):
+                    break  # closed by user code, or drained from inside itself
+
+    def retag(self, tag: str | None) -> None:
+        """Text from now on is the interact ``tag``'s (None: the cell's)."""
+        self.drain_buffered()
+        with self.lock:
+            self.tag = tag
 
     def write(self, name: str, text: str, from_main_thread: bool = True) -> None:
         if not text:
@@ -66,9 +98,9 @@ class OutputStream:
                                                                                   "ignore"))
                 self.exceeded = True
                 self._flush_locked()
-                self.send({"type": "notice", "text": f"Output limit of {self.cap} bytes "
-                           "reached: the rest of the output was dropped and the "
-                           "execution interrupted."})
+                self._send({"type": "notice", "text": f"Output limit of {self.cap} bytes "
+                            "reached: the rest of the output was dropped and the "
+                            "execution interrupted.", **self._tagged()}, None)
                 if from_main_thread:
                     raise OutputLimit()
                 _thread.interrupt_main()
@@ -83,10 +115,6 @@ class OutputStream:
             return
         if self.pending and self.pending[-1][2] != self.tag:
             self._flush_locked()  # text of another interact (or of none)
-        if not self.pending:
-            self.oldest = time.monotonic()
-            with contextlib.suppress(BlockingIOError):
-                os.write(self.wake_write, b"!")
         if self.pending and self.pending[-1][0] == name:
             self.pending[-1][1] += text
         else:
@@ -101,29 +129,62 @@ class OutputStream:
                 message["interact"] = tag
             self._send(message, None)
 
+    def _tagged(self) -> dict:
+        return {"interact": self.tag} if self.tag else {}
+
     def flush(self) -> None:
+        """Send every byte of text written so far."""
+        self.drain_buffered()
         with self.lock:
             self._flush_locked()
 
     def send(self, message: dict, blob: bytes | None = None) -> None:
         """Anything else the execution emits: first the text before it."""
+        self.drain_buffered()
         with self.lock:
             self._flush_locked()
-            if self.tag and "interact" not in message and message.get("type") != "done":
-                message["interact"] = self.tag
+            if "interact" not in message and message.get("type") != "done":
+                message.update(self._tagged())
             self._send(message, blob)
 
-    def flush_if_old(self) -> float | None:
-        """Flush text older than MAX_DELAY; return seconds until the next check
-        is due (None: nothing waits)."""
-        with self.lock:
-            if not self.pending:
-                return None
-            age = time.monotonic() - self.oldest
-            if age >= MAX_DELAY:
-                self._flush_locked()
-                return None
-            return MAX_DELAY - age
+
+class Sink(io.RawIOBase):
+    """Where the bytes of a buffered file (``stdout_file``) go when its C
+    buffer is full or drained: back to text, into ``OutputStream``."""
+
+    def __init__(self, stream: OutputStream, name: str, fd: int):
+        self._stream = stream
+        self._name = name
+        self._fd = fd
+        # A multi-byte character may straddle two drains.
+        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogatepass")
+        self._main = threading.main_thread().ident
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        text = self._decoder.decode(bytes(data))
+        self._stream.write(self._name, text, threading.get_ident() == self._main)
+        return len(data)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return False
+
+
+def stdout_file(stream: OutputStream, fd: int = 1) -> io.TextIOWrapper:
+    """What user code sees as sys.stdout: C's TextIOWrapper and BufferedWriter
+    (print pays no Python call per line), over a ``Sink``; its ``buffer``
+    takes bytes, as a real stdout's does."""
+    file = io.TextIOWrapper(io.BufferedWriter(Sink(stream, "stdout", fd), CHUNK),
+                            encoding="utf-8", errors="surrogatepass", newline="\n")
+    file._CHUNK_SIZE = CHUNK  # text gathers in C up to a whole chunk
+    file._stream = stream  # for tests and for the curious: where the text goes
+    stream.buffered.append(file)
+    return file
 
 
 class StreamFile(io.TextIOBase):
@@ -141,6 +202,7 @@ class StreamFile(io.TextIOBase):
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._stream.drain_buffered()  # what stdout has waiting was written first
         self._pump.drain_if_ready()
         self._stream.write(self.name, text)
         return len(text)
@@ -189,6 +251,7 @@ class FdPump:
             self.drain(from_main_thread=True)
 
     def drain(self, from_main_thread: bool) -> None:
+        self.stream.drain_buffered()  # what stdout has waiting was written first
         with self.lock:
             for fd, (name, decoder) in self.readers.items():
                 while True:
@@ -205,8 +268,9 @@ INTERRUPTS = {signal.SIGINT, signal.SIGALRM}
 
 
 def start_background(stream: OutputStream, pump: FdPump) -> None:
-    """One daemon thread: pump the pipes and flush text older than 50 ms.
-    It sleeps until output arrives, so an idle session costs no CPU."""
+    """One daemon thread: pump the pipes and, every 50 ms while an execution
+    runs, send what text waits. Between executions it sleeps until the next
+    begins, so an idle session costs no CPU."""
 
     def loop():
         # Interrupts are the main thread's: with Sage, cysignals' handler may
@@ -214,14 +278,20 @@ def start_background(stream: OutputStream, pump: FdPump) -> None:
         # the thread that runs that code.
         signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
         fds = [*pump.readers, stream.wake_read]
-        timeout = None
+        flushed = time.monotonic()
         while True:
+            timeout = None if stream.execution is None \
+                else max(0.0, flushed + MAX_DELAY - time.monotonic())
             readable, _, _ = select.select(fds, [], [], timeout)
             if stream.wake_read in readable:
                 with contextlib.suppress(BlockingIOError):
                     os.read(stream.wake_read, 4096)
             if any(fd in pump.readers for fd in readable):
                 pump.drain(from_main_thread=False)
-            timeout = stream.flush_if_old()
+            now = time.monotonic()
+            if stream.execution is None or now - flushed >= MAX_DELAY:
+                if stream.execution is not None:
+                    stream.flush()
+                flushed = now
 
     threading.Thread(target=loop, name="salvus-output", daemon=True).start()

@@ -792,8 +792,7 @@ class Worker:
         if not candidates:
             return False
         oldest = min(candidates, key=lambda s: s.unwatched_since)
-        self._kill(oldest, "released")
-        self._reap()
+        self._kill(oldest, "released")  # DEAD now: it no longer counts; reaped later
         return True
 
     def _replay(self, session: Session, identity: bytes, after: int, re: str) -> None:
