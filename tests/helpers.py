@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -33,6 +34,13 @@ def run(data: Path, *args: str, check: bool = True, timeout: float = COMMAND_TIM
             f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
         )
     return result
+
+
+def running_pid(data: Path, name: str) -> int:
+    """The pid of the appliance's program ``name``, 0 unless it is RUNNING."""
+    rows = json.loads(run(data, "status", "--json", check=False).stdout)
+    row = next(r for r in rows if r["name"] == name)
+    return row["pid"] if row["state"] == "RUNNING" else 0
 
 
 def port_free(port: int) -> bool:

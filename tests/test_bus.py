@@ -19,7 +19,7 @@ import zmq
 import zmq.auth
 
 from sage_worker import curve
-from tests.helpers import run, started_appliance, wait_for
+from tests.helpers import run, running_pid, started_appliance, wait_for
 from tests.web_client import Browserish, Frontend
 from web import bus
 
@@ -57,12 +57,6 @@ def rows(data: Path) -> list[tuple]:
             return cur.fetchall()
     finally:
         conn.close()
-
-
-def pid_of(data: Path, name: str) -> int:
-    states = json.loads(run(data, "status", "--json", check=False).stdout)
-    row = next(r for r in states if r["name"] == name)
-    return row["pid"] if row["state"] == "RUNNING" else 0
 
 
 def announcements(browser: Browserish, count: int, timeout: float = 10) -> list[dict]:
@@ -214,8 +208,8 @@ def test_the_browsers_table_follows_websockets_and_is_repaired(appliance, browse
     data, base = appliance
     erin = browsers(base, "erin")
     frank = browsers(base + 1, "frank")
-    web1 = pid_of(data, "web1")
-    wait_for(lambda: rows(data) == [("erin", erin.session, "web0", pid_of(data, "web0")),
+    web1 = running_pid(data, "web1")
+    wait_for(lambda: rows(data) == [("erin", erin.session, "web0", running_pid(data, "web0")),
                                     ("frank", frank.session, "web1", web1)], 10,
              what="a row per websocket")
     erin.close()
@@ -224,12 +218,12 @@ def test_the_browsers_table_follows_websockets_and_is_repaired(appliance, browse
     try:
         # Killed, restarted by supervisord: the new web1 clears what the old one left.
         os.kill(web1, signal.SIGKILL)
-        wait_for(lambda: pid_of(data, "web1") not in (0, web1), 30, what="web1 restarted")
+        wait_for(lambda: running_pid(data, "web1") not in (0, web1), 30, what="web1 restarted")
         wait_for(lambda: rows(data) == [], 10, what="web1's old rows cleared by web1")
         # Killed for good (stopped while frozen: SIGKILL after the grace), with
         # no listener: check clears its rows.
         assert browsers(base + 1, "grace").session
-        web1 = pid_of(data, "web1")
+        web1 = running_pid(data, "web1")
         wait_for(lambda: [r[0] for r in rows(data)] == ["grace"], 10, what="grace's row")
         os.kill(web1, signal.SIGSTOP)
         run(data, "stop", "web1", timeout=60)
@@ -241,7 +235,7 @@ def test_the_browsers_table_follows_websockets_and_is_repaired(appliance, browse
         # With the listener running, supervisord's report of the end clears them.
         run(data, "start", "registry", "web1")
         henry = browsers(base + 1, "henry")
-        web1 = pid_of(data, "web1")
+        web1 = running_pid(data, "web1")
         wait_for(lambda: [r[0] for r in rows(data)] == ["henry"], 10, what="henry's row")
         os.kill(web1, signal.SIGSTOP)
         run(data, "stop", "web1", timeout=60)

@@ -5,7 +5,6 @@ appliance with two frontends and two workers."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import time
@@ -15,7 +14,7 @@ import psycopg2
 import pytest
 from simple_websocket import ConnectionClosed
 
-from tests.helpers import run, started_appliance, wait_for
+from tests.helpers import run, running_pid, started_appliance, wait_for
 from tests.web_client import Browserish, Frontend
 
 pytestmark = pytest.mark.timeout(300)
@@ -42,12 +41,6 @@ def browsers():
     yield connect
     for browser in opened:
         browser.close()
-
-
-def pid_of(data: Path, name: str) -> int:
-    states = json.loads(run(data, "status", "--json", check=False).stdout)
-    row = next(r for r in states if r["name"] == name)
-    return row["pid"] if row["state"] == "RUNNING" else 0
 
 
 def session_row(data: Path, session: str) -> tuple | None:
@@ -80,7 +73,7 @@ def test_kill_9_of_a_frontend_mid_output_loses_nothing(appliance, browsers):
     got = []
     while not any(m["type"] == "stream" for m in got):
         got.append(page.receive(30))
-    os.kill(pid_of(data, "web0"), signal.SIGKILL)
+    os.kill(running_pid(data, "web0"), signal.SIGKILL)
     got += drain(page, 2)
     assert not any(m["type"] == "done" for m in got)  # it was cut off mid-output
     # The page resumes on web1 with what it has: every line once, one done.
@@ -93,7 +86,7 @@ def test_kill_9_of_a_frontend_mid_output_loses_nothing(appliance, browsers):
     assert [m["type"] for m in shown].count("done") == 1 and shown[-1]["status"] == "ok"
     seqs = [m["seq"] for m in shown]
     assert seqs == sorted(set(seqs))  # in order, none twice
-    wait_for(lambda: pid_of(data, "web0"), 30, what="supervisord restarting web0")
+    wait_for(lambda: running_pid(data, "web0"), 30, what="supervisord restarting web0")
 
 
 def test_one_session_on_two_frontends_and_a_worker_that_dies(appliance, browsers):
@@ -111,7 +104,7 @@ def test_one_session_on_two_frontends_and_a_worker_that_dies(appliance, browsers
                       what="the session's row")
     assert session_row(data, first.session) == (worker, "lee", "running")
     other = {"worker0": "worker1", "worker1": "worker0"}[worker]
-    os.kill(pid_of(data, worker), signal.SIGKILL)
+    os.kill(running_pid(data, worker), signal.SIGKILL)
     run(data, "stop", worker)  # it stays down: the next run must go elsewhere
     try:
         for page in (first, second):
