@@ -44,6 +44,7 @@ bench: install
 	$(VENV)/bin/python bench/web_bench.py
 	$(VENV)/bin/python bench/chaos_bench.py
 	$(VENV)/bin/python bench/bus_bench.py
+	$(VENV)/bin/python bench/jupyter_restart.py
 	$(VENV)/bin/python bench/sage_fidelity.py
 
 ## dist: the tarball packagers ship (dist/salvus-VERSION.tar.gz)

@@ -9,9 +9,12 @@ On an appliance with two frontends and two workers (python engine):
   the kill to the next line, and that no line is lost or doubled;
 - output through the new path: 10^5 printed lines to the websocket.
 
-Jupyter has no counterpart for the first two (a notebook's output lives in
-one jupyter_server; a restarted server keeps none of a running cell's
-output); tests/web_bench.py has the round trips side by side with Jupyter.
+Jupyter has no counterpart for the first one. For the second,
+bench/jupyter_restart.py measures what a notebook keeps when its
+jupyter_server is killed or restarted during the same cell (the kernel dies
+with the server, and the rest of the cell's output with it); it runs after
+the figures here and its result is printed beside them.
+bench/web_bench.py has the round trips side by side with Jupyter.
 
     python bench/bus_bench.py [--messages N] [--failovers N]
 
@@ -24,10 +27,12 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,14 +41,13 @@ sys.path.insert(0, str(ROOT))
 
 from simple_websocket import ConnectionClosed  # noqa: E402
 
-from tests.helpers import run, started_appliance, wait_for  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    kill_everything_of,
+    running_pid,
+    started_appliance,
+    wait_for,
+)
 from tests.web_client import Browserish, Frontend  # noqa: E402
-
-
-def pid_of(data: Path, name: str) -> int:
-    rows = json.loads(run(data, "status", "--json", check=False).stdout)
-    row = next(r for r in rows if r["name"] == name)
-    return row["pid"] if row["state"] == "RUNNING" else 0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -100,7 +104,7 @@ def failover(data: Path, base: int) -> tuple[float, bool]:
     got = []
     while not any(m["type"] == "stream" for m in got):
         got.append(page.receive(30))
-    os.kill(pid_of(data, "web0"), signal.SIGKILL)
+    os.kill(running_pid(data, "web0"), signal.SIGKILL)
     killed = time.perf_counter()
     with contextlib.suppress(ConnectionClosed, TimeoutError):
         while True:
@@ -116,7 +120,7 @@ def failover(data: Path, base: int) -> tuple[float, bool]:
     again.close()
     text = "".join(m["text"] for m in got + rest if m.get("cell") == "c"
                    and m["type"] == "stream")
-    wait_for(lambda: pid_of(data, "web0"), 30, what="web0 back")
+    wait_for(lambda: running_pid(data, "web0"), 30, what="web0 back")
     return resumed, text == "".join(f"{i}\n" for i in range(lines))
 
 
@@ -131,6 +135,23 @@ def output_path(base: int, runs: int = 5) -> list[float]:
         assert messages[-1]["status"] == "ok"
     browser.close()
     return times
+
+
+def jupyter_failover(runs: int) -> dict:
+    """The same cell in a notebook whose jupyter_server is killed (kill -9)
+    and started again (bench/jupyter_restart.py)."""
+    from bench import jupyter_restart
+
+    root = Path(tempfile.mkdtemp(prefix="salvus-busbench-jupyter-"))
+    try:
+        cases = [jupyter_restart.run_case(root, "session", "kill")
+                 for _ in range(max(1, min(runs, 3)))]
+    finally:
+        kill_everything_of(root)
+        shutil.rmtree(root, ignore_errors=True)
+    return {"lines": jupyter_restart.LINES, "n": len(cases),
+            "lines_received": [c["lines_received"] for c in cases],
+            "execute_reply": sum(c["execute_reply"] for c in cases)}
 
 
 def plain_python() -> float:
@@ -151,6 +172,7 @@ def main() -> None:
         failovers = [failover(data, base) for _ in range(args.failovers)]
         output = output_path(base)
     python = plain_python()
+    jupyter = jupyter_failover(args.failovers)
     results = {
         "message_latency_ms": {"p50": percentile(latency, 0.5) * 1000,
                                "p99": percentile(latency, 0.99) * 1000, "n": len(latency)},
@@ -158,6 +180,7 @@ def main() -> None:
                        "max": max(t for t, _ in failovers),
                        "every_line_once": all(ok for _, ok in failovers),
                        "n": len(failovers)},
+        "jupyter_server_killed": jupyter,
         "output_1e5_lines_s": {"median": statistics.median(output), "runs": output,
                                "plain_python_s": python},
     }
@@ -166,6 +189,9 @@ def main() -> None:
     print(f"failover (kill -9 web0)    p50 {results['failover_s']['p50']:.2f} s  max "
           f"{results['failover_s']['max']:.2f} s  every line once: "
           f"{results['failover_s']['every_line_once']}")
+    print(f"  Jupyter (kill -9 of jupyter_server, notebook reconnects): lines kept "
+          f"{'/'.join(map(str, jupyter['lines_received']))} of {jupyter['lines']}, "
+          f"execute_reply in {jupyter['execute_reply']} of {jupyter['n']} runs")
     print(f"10^5 lines to the page     {results['output_1e5_lines_s']['median'] * 1000:.0f} ms"
           f"  ({results['output_1e5_lines_s']['median'] / python:.1f}x plain python to "
           f"/dev/null, {python * 1000:.0f} ms)")
