@@ -28,6 +28,9 @@ def test_each_route_belongs_to_a_blueprint_that_finds_its_services_in_the_app(ap
         "/favicon.ico": "pages.favicon", "/static/<path:name>": "pages.static_file",
         "/blobs/<sha1>": "pages.blob", "/health": "health.report",
         "/api/share": "sharing.share", "/api/execute": "computing.execute",
+        "/api/notebook/export": "notebooks.export_notebook",
+        "/api/notebook/import": "notebooks.import_notebook",
+        "/s/<link>.ipynb": "notebooks.shared_notebook",
         "/ws": "websocket.browser_socket"}
     assert isinstance(app.extensions["salvus"], Services)
     health = app.test_client().get("/health").get_json()

@@ -10,8 +10,9 @@ ALLOWED_ORIGINS (sites that may embed us or call us from a page),
 SERVER_NAMES (host names served besides IP addresses and local names).
 Without WORKERS_FILE the app serves pages and health only (unit tests).
 
-The routes are blueprints (pages, health, sharing, computing, websocket) that
-find what they use in ``app.extensions["salvus"]`` (web/services.py).
+The routes are blueprints (pages, health, sharing, computing, notebooks,
+websocket) that find what they use in ``app.extensions["salvus"]``
+(web/services.py).
 ``create_app`` starts nothing: ``app.extensions["salvus"].start()`` starts the
 frontend's greenlets (web/__main__.py does, when it serves).
 """
@@ -25,7 +26,7 @@ from flask import Flask, request
 from flask_limiter import Limiter
 
 from web import api, api_routes, replies, security, services
-from web.api_routes import computing, sharing
+from web.api_routes import computing, notebook_files, sharing
 from web.health import health
 from web.pages import pages
 from web.services import log
@@ -51,7 +52,7 @@ def create_app(config: dict | None = None) -> Flask:
     security.install(app, found.allowed_origins, found.server_names,
                      found.manager.frontends)
     replies.install(app, found.say)
-    for blueprint in (pages, health, sharing, computing, websocket):
+    for blueprint in (pages, health, sharing, computing, notebook_files, websocket):
         app.register_blueprint(blueprint)
     limit_rates(app)
     return app

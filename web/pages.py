@@ -74,23 +74,30 @@ def static_file(name: str):
 def blob(sha1: str):
     if not blobs.SHA1.match(sha1):
         return json_error(404, "no such blob")
-    found = services()
-    cached = found.cache.get(f"blob:{sha1}")
-    if cached is not None:
-        mime, _, data = cached.partition(b"\n")
-        mime = mime.decode(errors="replace")
-    else:
-        try:
-            loaded = blobs.load(found.db, sha1) if found.db.configured else None
-        except DatabaseUnavailable:
-            return unavailable()
-        if loaded is None:
-            return json_error(404, "no such blob")
-        mime, data = loaded
-        found.cache.set(f"blob:{sha1}", mime.encode() + b"\n" + data)
+    try:
+        loaded = stored_blob(sha1)
+    except DatabaseUnavailable:
+        return unavailable()
+    if loaded is None:
+        return json_error(404, "no such blob")
+    mime, data = loaded
     served = blobs.served_as(mime)
     return Response(data, mimetype=served, headers={
         "Cache-Control": "public, max-age=31536000, immutable", "ETag": sha1,
         # An SVG opened on its own must not run anything.
         "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
         "Content-Disposition": "inline" if served == mime else "attachment"})
+
+
+def stored_blob(sha1: str) -> tuple[str, bytes] | None:
+    """(mime, bytes) of a blob, from memcached or else the database (which
+    fills memcached); None when there is none. Raises DatabaseUnavailable."""
+    found = services()
+    cached = found.cache.get(f"blob:{sha1}")
+    if cached is not None:
+        mime, _, data = cached.partition(b"\n")
+        return mime.decode(errors="replace"), data
+    loaded = blobs.load(found.db, sha1) if found.db.configured else None
+    if loaded is not None:
+        found.cache.set(f"blob:{sha1}", loaded[0].encode() + b"\n" + loaded[1])
+    return loaded

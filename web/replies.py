@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import traceback
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 
@@ -46,7 +46,7 @@ def install(app: Flask, say) -> None:
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
         if request.path.startswith("/api/") or error.code == 413:
-            limit = current_app.config["MAX_CONTENT_LENGTH"]
+            limit = request.max_content_length  # a route may allow more (notebooks do)
             text = {413: f"request body over {limit} bytes; send less"}.get(
                 error.code, f"{error.name}: {error.description}")
             return json_error(error.code or 400, text)
