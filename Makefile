@@ -6,7 +6,7 @@ VENV   ?= .venv
 DATA   ?= $(or $(SALVUS_DATA),$(CURDIR)/salvus-data)
 CTL     = $(VENV)/bin/salvusctl --data $(DATA)
 
-.PHONY: run stop test bench lint install system-packages frontend-libs dist clean
+.PHONY: run stop test bench lint install system-packages frontend-libs assets dist clean
 
 ## run: install everything, initialize the data folder if needed, start, print the URL
 run: install
@@ -32,10 +32,16 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test,sage]'
 	@touch $@
 
-install: frontend-libs
+install: frontend-libs assets
 
 frontend-libs:
 	@scripts/fetch-frontend-libs
+
+# Static files compressed once, at the best levels, for every frontend to
+# serve as they are (web/assets.py); a file changed later is compressed by
+# the frontend on its first request instead.
+assets: frontend-libs $(VENV)/.installed
+	@$(VENV)/bin/python -c 'from web import assets; assets.main()'
 
 ## bench: the benchmarks, side by side with Jupyter (prints ratios, writes bench/results/)
 bench: install

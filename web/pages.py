@@ -6,9 +6,9 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from flask import Blueprint, Response, request, send_from_directory
+from flask import Blueprint, Response, abort, request, send_from_directory
 
-from web import blobs, permalinks, security
+from web import assets, blobs, permalinks, security
 from web.db import DatabaseUnavailable
 from web.replies import json_error, unavailable
 from web.services import services
@@ -23,7 +23,7 @@ pages = Blueprint("pages", __name__)
 
 @pages.get("/")
 def index():
-    response = send_from_directory(STATIC, "index.html", max_age=0)
+    response = assets.page_response(request, "index.html")
     if not request.cookies.get(BROWSER_COOKIE):
         response.set_cookie(BROWSER_COOKIE, secrets.token_urlsafe(16), httponly=True,
                             samesite="Lax", max_age=365 * 86400)
@@ -37,20 +37,20 @@ def shared(link: str):
         content = permalinks.open_link(found.db, link, found.cache) \
             if found.db.configured else None
     except DatabaseUnavailable:
-        return send_from_directory(STATIC, "unavailable.html", max_age=0), 503, \
-            {"Retry-After": "5"}
+        response = assets.page_response(request, "unavailable.html", status=503)
+        response.headers["Retry-After"] = "5"
+        return response
     if content is None:
-        return send_from_directory(STATIC, "missing.html", max_age=0), 404
-    page = (STATIC / "index.html").read_text()
-    page = page.replace("<!--SHARED-->", '<script id="shared" type="application/json">'
-                        f"{permalinks.embeddable_json(content)}</script>")
-    return Response(page, mimetype="text/html", headers={"Cache-Control": "no-cache"})
+        return assets.page_response(request, "missing.html", status=404)
+    return assets.page_response(request, "index.html", insert=(
+        '<script id="shared" type="application/json">'
+        f"{permalinks.embeddable_json(content)}</script>"))
 
 
 @pages.get("/s")
 def shared_in_url():
     # The content travels in the URL's fragment (#z=...): no database needed.
-    return send_from_directory(STATIC, "index.html", max_age=0)
+    return assets.page_response(request, "index.html")
 
 
 @pages.get("/favicon.ico")
@@ -60,8 +60,10 @@ def favicon():
 
 @pages.get("/static/<path:name>")
 def static_file(name: str):
-    age = 86400 if name.startswith("vendor/") else 300
-    response = send_from_directory(STATIC, name, max_age=age)
+    # Minified, compressed, by hashed or plain name: web/assets.py.
+    response = assets.static_response(request, name)
+    if response is None:
+        abort(404)
     # Public files. The 3D viewer runs in a sandboxed frame (an origin of its
     # own), from which its module scripts are fetched cross-origin.
     response.headers["Access-Control-Allow-Origin"] = "*"
