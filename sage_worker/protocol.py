@@ -57,7 +57,11 @@ REQUESTS: dict[str, dict[str, type]] = {
     "replay": {"session": str, "after": int},
     # its page is gone for good: end it soon unless a frontend watches it again
     "release": {"session": str},
+    # the worksheet as its page arranges it: [{cell, code}] in order, run or not
+    # (kept with the session; ``replayed`` gives it to a page that comes back)
+    "layout": {"session": str, "cells": list},
 }
+MAX_CELLS = 1000  # cells of one worksheet's layout
 
 
 class ProtocolError(Exception):
@@ -113,6 +117,9 @@ def parse_request(frames: list[bytes]) -> dict[str, Any]:
         raise ProtocolError("bad_field", f"{kind}: 'direct' must be true or false", re)
     if kind == "start":
         _check_start(request, re)
+    if kind == "layout" and not is_layout(request["cells"]):
+        raise ProtocolError("bad_field", f"layout: 'cells' must be at most {MAX_CELLS} "
+                            "objects {cell, code} with distinct cell ids", re)
     if kind == "replay" and request["after"] < 0:
         raise ProtocolError("bad_field", "replay: 'after' must not be negative", re)
     if kind == "complete" and not (0 <= request["cursor"] <= len(request["code"])
@@ -124,6 +131,16 @@ def parse_request(frames: list[bytes]) -> dict[str, Any]:
 
 LANGUAGES = ("sage", "python")  # how a Sage session reads a cell: preparsed, or plain
 SESSION_ID = frozenset("0123456789abcdef")  # ids are 32 of these (uuid4().hex)
+
+
+def is_layout(cells: Any) -> bool:
+    """[{cell, code}, ...]: at most MAX_CELLS, ids distinct (the size of the
+    whole is bounded by MAX_REQUEST_BYTES)."""
+    if not isinstance(cells, list) or len(cells) > MAX_CELLS:
+        return False
+    ok = all(isinstance(c, dict) and set(c) == {"cell", "code"} and _is_id(c["cell"])
+             and isinstance(c["code"], str) for c in cells)
+    return ok and len({c["cell"] for c in cells}) == len(cells)
 
 
 def is_session_id(value: Any) -> bool:
@@ -239,6 +256,8 @@ def check_output(kind: str, fields: dict[str, Any], blob: bytes | None) -> None:
     elif kind == "queued":  # the worker's own: an execution waits (a cell's has its code)
         if not (fields.get("code") is None or isinstance(fields["code"], str)):
             raise _bad(kind, "code must be text")
+        if not (fields.get("values") is None or isinstance(fields["values"], dict)):
+            raise _bad(kind, "values must be an object")
     elif kind == "running":  # the worker's own: an execution started
         pass
     else:

@@ -385,6 +385,9 @@ class Worker:
         elif kind == "release":
             session.release_at = time.monotonic() + RELEASE_GRACE
             self._send(identity, protocol.reply("released", re, session=session.id))
+        elif kind == "layout":
+            session.log.layout = request["cells"]
+            self._send(identity, protocol.reply("laid_out", re, session=session.id))
 
     @staticmethod
     def _computing(session: Session) -> bool:
@@ -605,7 +608,11 @@ class Worker:
         if execution.cursor is None:  # completions are the asker's alone
             if execution.cell and execution.interact is None:
                 session.log.queued(execution.cell, execution.id, execution.code)
-            self._announce(session, execution, "queued", code=execution.code)
+            # An interact's run says its values: a page that comes back shows
+            # the controls as they were when its output was made.
+            self._announce(session, execution, "queued",
+                           **({"values": execution.values} if execution.interact
+                              else {"code": execution.code}))
         self._next(session)
 
     def _next(self, session: Session) -> None:
@@ -720,8 +727,15 @@ class Worker:
             return
         if kind == "done":
             self._finish_execution(session, fields["status"])
+        elif kind == "error" and execution.timed_out and fields["ename"] == "KeyboardInterrupt":
+            # Nobody pressed interrupt: the time limit did. Say which one.
+            self._emit(session, "notice", {"text": self._timeout_notice()})
         elif not execution.cut:
             self._emit(session, kind, fields, blob)
+
+    def _timeout_notice(self) -> str:
+        return (f"Stopped after {self.settings.limits.wall_time:g} s, the wall_time limit of "
+                "one execution on this appliance (its admin sets [worker] wall_time).")
 
     def _output_cap(self) -> int:
         return 2 * self.settings.limits.output_bytes + OUTPUT_SLACK
@@ -803,6 +817,7 @@ class Worker:
         self._send(identity, protocol.reply("replayed", re, session=session.id,
                                             first=session.log.first, last=session.seq,
                                             cells=session.log.cell_list(),
+                                            layout=session.log.layout,
                                             owner=session.browser))
 
     def _read_subscriptions(self) -> None:

@@ -25,6 +25,9 @@ class SessionLog:
     entries: deque = field(default_factory=deque)  # (seq, frames), oldest first
     bytes: int = 0
     cells: dict[str, dict] = field(default_factory=dict)  # cell -> its latest run
+    # The worksheet as its page last arranged it ([{cell, code}], run or not):
+    # None until a page says. Bounded by the request size that brought it.
+    layout: list[dict] | None = None
 
     @property
     def first(self) -> int:

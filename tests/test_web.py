@@ -195,6 +195,25 @@ def test_quota_per_browser(browser):
     assert refused["type"] == "protocol_error" and refused["code"] == "quota"
 
 
+def test_over_the_limit_a_page_learns_its_sessions_and_may_close_one(browser):
+    cookie = f"browser={uuid.uuid4().hex}"
+    pages = [browser(cookie) for _ in range(3)]
+    held = [page.open()["session"] for page in pages]
+    extra = browser(cookie)
+    refused = extra.open()
+    assert refused["code"] == "quota" and refused["limit"] == 3
+    assert sorted(s["session"] for s in refused["sessions"]) == sorted(held)
+    assert all(s["attached"] for s in refused["sessions"])
+    stranger = browser(f"browser={uuid.uuid4().hex}")
+    stranger.open()
+    stranger.send(type="close", session=held[0])  # not its own: nothing happens
+    extra.send(type="close", session=held[1])
+    told = pages[1].receive(10)
+    assert told["type"] == "session_status" and "closed from another tab" in told["reason"]
+    assert extra.open()["type"] == "attached"  # room again
+    assert pages[0].run("a", "1 + 1")[-1]["status"] == "ok"  # the stranger closed nothing
+
+
 def sessions_on(worker: WorkerProcess) -> int:
     return worker.client().request("ping")["sessions"]
 

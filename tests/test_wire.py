@@ -31,6 +31,15 @@ from web import wire
     (json.dumps({"type": "execute", "cell": "c", "code": "x" * (wire.MAX_CODE + 1)}),
      "too_large"),
     ("x" * (wire.MAX_FRAME + 1), "too_large"),
+    ('{"type": "layout"}', "bad_field"),
+    ('{"type": "layout", "cells": {"c": "1"}}', "bad_field"),
+    ('{"type": "layout", "cells": [{"cell": "c"}]}', "bad_field"),
+    ('{"type": "layout", "cells": [{"cell": "c", "code": "1", "x": 1}]}', "bad_field"),
+    ('{"type": "layout", "cells": [{"cell": "c", "code": "1"}, {"cell": "c", "code": ""}]}',
+     "bad_field"),
+    (json.dumps({"type": "layout", "cells": [{"cell": f"c{i}", "code": ""}
+                                             for i in range(wire.MAX_CELLS + 1)]}),
+     "bad_field"),
 ])
 def test_bad_messages_are_refused_with_a_code(frame, code):
     with pytest.raises(wire.WireError) as caught:
@@ -44,6 +53,9 @@ def test_bad_messages_are_refused_with_a_code(frame, code):
     '{"type": "restart"}', '{"type": "ping"}',
     '{"type": "execute", "cell": "c1", "code": "2^3", "typeset": true, "language": "python"}',
     '{"type": "complete", "cell": "c1", "code": "fact"}',
+    '{"type": "layout", "cells": []}',
+    '{"type": "layout", "cells": [{"cell": "c2", "code": "%md\\n# Title"}, '
+    '{"cell": "c1", "code": ""}]}',
 ])
 def test_good_messages_parse(frame):
     assert wire.parse(frame) == json.loads(frame)

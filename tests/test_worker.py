@@ -251,7 +251,25 @@ def test_wall_time_interrupts_with_timeout(worker_factory):
     session = client.start()
     result = client.run(session, "while True: pass", timeout=15)
     assert result.status == "timeout"
+    # Said as the limit it is, not as a KeyboardInterrupt nobody asked for.
+    assert not result.of("error")
+    assert [n["text"] for n in result.of("notice")] == [
+        "Stopped after 1 s, the wall_time limit of one execution on this appliance (its "
+        "admin sets [worker] wall_time)."]
     assert client.run(session, "2").text == "2"
+
+
+def test_a_layout_stays_with_the_session_and_comes_back_in_its_replay(worker_factory):
+    worker = worker_factory()
+    client = worker.client()
+    session = client.start()
+    layout = [{"cell": "b", "code": "2 + 2"}, {"cell": "a", "code": "not run yet"}]
+    reply = client.request("layout", session=session, cells=layout)
+    assert reply["type"] == "laid_out"
+    refused = client.request("layout", session=session, cells=[{"cell": "a", "code": 1}])
+    assert refused["type"] == "error" and refused["code"] == "bad_field"
+    replayed = worker.client().request("replay", session=session, after=0)
+    assert replayed["type"] == "replayed" and replayed["layout"] == layout
 
 
 def test_code_that_ignores_interrupts_is_killed_after_the_grace(worker_factory):

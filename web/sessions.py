@@ -184,6 +184,7 @@ class Session:
         self.taking = False  # a message is being taken (storing an image waits)
         self.repairing = False
         self.cells: dict[str, dict] = {}  # each cell's latest run, as the worker keeps them
+        self.layout: list[dict] | None = None  # the worksheet as its page arranged it
         self.link: WorkerLink | None = None
         self.live = False  # a worker runs it (on ``link``)
         self.listeners: set[Connection] = set()
@@ -237,12 +238,19 @@ class Session:
             self.refetch(last_seq)  # the cache does not reach back: the worker's log does
         connection.send(wire.attached(
             self.id, self.seq, [{"cell": cell, **state} for cell, state in self.cells.items()],
-            last_seq >= self.first_seq() - 1, self.manager.frontends()))
+            last_seq >= self.first_seq() - 1, self.manager.frontends(), self.layout))
         if self.end_reason:  # the one the page asked for ended while it was away
             connection.send(wire.session_status("lost", ENDED.get(self.end_reason,
                                                                   ENDED[None])))
             self.end_reason = None
         connection.follow(self, last_seq)
+
+    def summary(self, now: float) -> dict:
+        """What a page over the limit shows of this session to its owner."""
+        first = next((state.get("code") or "" for state in self.cells.values()), "")
+        return {"session": self.id, "cells": len(self.layout or self.cells),
+                "first": first[:80], "attached": self.detached_at is None,
+                "idle": round(now - (self.detached_at or now))}
 
     def detach(self, connection: Connection) -> None:
         self.listeners.discard(connection)
@@ -299,6 +307,8 @@ class Session:
         self._repair()
 
     def _replayed(self, reply: dict) -> None:
+        if isinstance(reply.get("layout"), list):  # checked by the worker when it came
+            self.layout = reply["layout"]
         cells = reply.get("cells")
         if isinstance(cells, list):
             self.cells = {c["cell"]: {k: c.get(k) for k in ("code", "execution", "state",
@@ -411,7 +421,9 @@ class Session:
         interact = message.get("interact")
         if kind == "queued":
             if interact:
-                return wire.interact_run(cell, interact, execution, seq)
+                values = message.get("values")
+                return wire.interact_run(cell, interact, execution, seq,
+                                         values if isinstance(values, dict) else None)
             self.cells.pop(cell, None)
             self.cells[cell] = {"code": message.get("code") or "", "execution": execution,
                                 "state": "queued"}
@@ -542,6 +554,15 @@ class Session:
             self.link.watch(self.id)
             self.live = True
             self._record("running")
+            if self.layout is not None:
+                self._quietly("layout", session=self.id, cells=self.layout)
+
+    def arrange(self, cells: list[dict]) -> None:
+        """The page's layout: kept here, and by the worker with the session (a
+        session not started yet gets it when it starts)."""
+        self.layout = cells
+        if self.live and self.link:
+            self._quietly("layout", session=self.id, cells=cells)
 
     def interrupt(self) -> None:
         if self.live and self.link:
@@ -626,6 +647,8 @@ ENDED = {
     "left": "This session ended: no page had it open for a while. The next run starts a "
             "fresh session.",
     "idle": "This session ended after a long idle time; the next run starts a fresh one.",
+    "closed": "This worksheet was closed from another tab, to make room there; the next run "
+              "starts a fresh session.",
     None: "The session ended; the next run starts a fresh one.",
 }
 
@@ -725,8 +748,9 @@ class SessionManager:
         if known is not None and known.browser == browser:
             return known
         self._make_room(lambda s: s.browser == browser, self.quotas.per_browser,
-                        f"this browser already has {{n}} sessions (the limit is "
-                        f"{self.quotas.per_browser}); close a tab")
+                        f"this browser already has {{n}} worksheets open (the limit is "
+                        f"{self.quotas.per_browser}); open one of them here, or close one",
+                        listed=True)
         self._make_room(lambda s: s.ip == ip, self.quotas.per_ip,
                         f"{{n}} sessions are open from your address (the limit is "
                         f"{self.quotas.per_ip}); close a tab or try again later")
@@ -743,14 +767,19 @@ class SessionManager:
         session.end_reason = ended  # said to the page once it is attached
         return session
 
-    def _make_room(self, mine: Callable[[Session], bool], limit: int, refusal: str) -> None:
+    def _make_room(self, mine: Callable[[Session], bool], limit: int, refusal: str,
+                   listed: bool = False) -> None:
         """Within ``limit``, or letting detached sessions go (oldest first) gets
-        there; else a quota error. Sessions whose page left wait for nobody."""
+        there; else a quota error (``listed``: naming the sessions, which are
+        the asker's own, so that its page can offer them). Sessions whose page
+        left wait for nobody."""
         now = time.monotonic()
         held = [s for s in self.sessions.values() if mine(s)]
         counted = [s for s in held if s.counts_toward_quota(now)]
         if len(counted) >= limit:
-            raise wire.WireError("quota", refusal.format(n=len(counted)))
+            details = {"limit": limit, "sessions": [s.summary(now) for s in counted]} \
+                if listed else {}
+            raise wire.WireError("quota", refusal.format(n=len(counted)), details)
         detached = sorted((s for s in held if s.detached_at is not None),
                           key=lambda s: s.detached_at)
         for session in detached[:max(len(held) - limit + 1, 0)]:
@@ -759,6 +788,15 @@ class SessionManager:
     def close(self, session: Session) -> None:
         session.end()
         self.sessions.pop(session.id, None)
+
+    def close_for(self, browser: str, session_id: str) -> None:
+        """A page over the limit closes one of its browser's sessions (another
+        browser's, or one not here, is left alone: the same answer)."""
+        session = self.sessions.get(session_id)
+        if session is not None and session.browser == browser:
+            for connection in list(session.listeners):
+                connection.send(wire.session_status("lost", ENDED["closed"]))
+            self.close(session)
 
     def detached_count(self) -> int:
         """Sessions no page here is attached to (dropped after VIEW_GRACE)."""

@@ -93,6 +93,9 @@ def _dispatch(message: dict, connection: Connection, session: Session | None,
         chosen.attach(connection, message.get("last_seq", 0))
         manager.following(connection, chosen)
         return chosen
+    if kind == "close":
+        manager.close_for(browser, message["session"])
+        return session
     if session is None:
         raise wire.WireError("no_session", f"send 'open' before '{kind}'")
     if kind == "execute":
@@ -106,6 +109,8 @@ def _dispatch(message: dict, connection: Connection, session: Session | None,
         session.interact(message["cell"], message["interact"], message["values"])
     elif kind == "complete":
         session.complete(connection, message["cell"], message["code"])
+    elif kind == "layout":
+        session.arrange(message["cells"])
     elif kind == "leave":
         session.left = True  # its tab is closing: free its place soon unless it reloads
     return session

@@ -28,17 +28,24 @@ REQUESTS: dict[str, dict[str, tuple[type, bool]]] = {
     "ping": {},
     "interact": {"cell": (str, True), "interact": (str, True), "values": (dict, True)},
     "leave": {},
+    # over the per-browser limit: end one of this browser's sessions (by id)
+    "close": {"session": (str, True)},
     "complete": {"cell": (str, True), "code": (str, True)},  # code: the cell up to the cursor
+    # the worksheet's cells in order, [{cell, code}], run or not: kept with the
+    # session, so that a reload (on any frontend) shows the worksheet as it was
+    "layout": {"cells": (list, True)},
 }
+MAX_CELLS = 1000  # cells in one layout
 MAX_VALUES = 100  # controls of one interact
 LANGUAGES = ("sage", "python")
 
 
 class WireError(Exception):
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.details = details or {}  # more for the page (a quota's sessions)
 
 
 def parse(frame: str | bytes) -> dict[str, Any]:
@@ -77,10 +84,22 @@ def parse(frame: str | bytes) -> dict[str, Any]:
                         "control names to numbers, text or true/false")
     if kind == "execute" and message.get("language", "sage") not in LANGUAGES:
         raise WireError("bad_field", f"execute: 'language' must be one of {', '.join(LANGUAGES)}")
+    if kind == "layout" and not _layout(message["cells"]):
+        raise WireError("bad_field", f"layout: 'cells' must be at most {MAX_CELLS} objects "
+                        f"{{cell, code}} with distinct ids (1 to {MAX_ID} characters) and "
+                        f"code of at most {MAX_CODE} characters")
     if kind in ("execute", "complete") and len(message["code"]) > MAX_CODE:
         raise WireError("too_large", f"cell of {len(message['code'])} characters; the "
                         f"limit is {MAX_CODE}")
     return message
+
+
+def _layout(cells: list) -> bool:
+    ok = len(cells) <= MAX_CELLS and all(
+        isinstance(c, dict) and set(c) == {"cell", "code"} and isinstance(c["cell"], str)
+        and 0 < len(c["cell"]) <= MAX_ID and isinstance(c["code"], str)
+        and len(c["code"]) <= MAX_CODE for c in cells)
+    return ok and len({c["cell"] for c in cells}) == len(cells)
 
 
 def _flat_values(values: dict) -> bool:
@@ -104,7 +123,8 @@ def encode(message: dict[str, Any]) -> str:
 
 def error(err: WireError) -> str:
     """A refused browser message ("error" is an execution's traceback)."""
-    return encode({"type": "protocol_error", "code": err.code, "message": err.message})
+    return encode({"type": "protocol_error", "code": err.code, "message": err.message,
+                   **err.details})
 
 
 # ------------------------------------------------------------------ frontend -> browser
@@ -119,9 +139,11 @@ def _numbered(message: dict[str, Any], seq: int | None) -> dict[str, Any]:
 
 
 def attached(session: str, seq: int, cells: list[dict], complete: bool,
-             frontends: list[str]) -> dict[str, Any]:
+             frontends: list[str], layout: list[dict] | None = None) -> dict[str, Any]:
+    """``cells``: each cell's latest run; ``layout``: the worksheet as its page
+    last arranged it (None: never said; the cells then go in order of runs)."""
     return {"type": "attached", "session": session, "seq": seq, "cells": cells,
-            "complete": complete, "frontends": frontends}
+            "complete": complete, "frontends": frontends, "layout": layout}
 
 
 def gap(missed: int) -> dict[str, Any]:
@@ -142,9 +164,14 @@ def running(cell: str, execution: str, seq: int) -> dict[str, Any]:
     return {"type": "running", "cell": cell, "execution": execution, "seq": seq}
 
 
-def interact_run(cell: str, interact: str, execution: str, seq: int) -> dict[str, Any]:
-    return {"type": "interact_run", "cell": cell, "interact": interact,
-            "execution": execution, "seq": seq}
+def interact_run(cell: str, interact: str, execution: str, seq: int,
+                 values: dict | None = None) -> dict[str, Any]:
+    """An interact runs again; ``values``: the controls' values it runs with."""
+    message = {"type": "interact_run", "cell": cell, "interact": interact,
+               "execution": execution, "seq": seq}
+    if values is not None:
+        message["values"] = values
+    return message
 
 
 def notice(cell: str, execution: str, text: str, interact: str | None = None,
