@@ -85,3 +85,10 @@ def test_every_response_carries_the_security_headers(app):
         assert response.headers["X-Frame-Options"] == "DENY"
         assert "salvus_browser=" in response.headers["Set-Cookie"]
         assert "HttpOnly" in response.headers["Set-Cookie"]
+
+
+def test_an_unknown_page_gets_our_404_and_an_unknown_api_path_json(app):
+    with app.test_client().get("/no/such/page") as page:
+        assert page.status_code == 404 and b"No such page" in page.data
+    api_path = app.test_client().get("/api/no-such-thing")
+    assert api_path.status_code == 404 and api_path.get_json()["error"].startswith("Not Found")

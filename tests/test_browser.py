@@ -8,6 +8,9 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import tarfile
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -75,7 +78,7 @@ def run_cell(page, code: str, index: int) -> None:
     """Put code into the focused (last) cell and press Shift+Enter."""
     type_code(page, code)
     page.keyboard.press("Shift+Enter")
-    expect(page.locator(".cell").nth(index)).to_have_attribute("data-status", "ok")
+    expect(page.locator(".cell").nth(index)).to_have_attribute("data-status", "ok", timeout=30000)
 
 
 def cell(page, index: int):
@@ -93,6 +96,180 @@ def test_two_plus_two(page):
     expect(result(page, 0)).to_have_attribute("data-plain", "4")
     # Shift+Enter moved on to a new cell
     assert page.locator(".cell").count() == 2
+
+
+def codes(page) -> list[str]:
+    """The worksheet's cells, in order, as they would run (a text cell's with %md)."""
+    return page.evaluate("() => state.order.map((id) => codeOf(state.cells.get(id)))")
+
+
+def test_a_first_visit_shows_help_whose_examples_go_into_a_cell(page):
+    expect(page.locator("#help")).to_be_visible()
+    expect(cell(page, 0).locator(".placeholder")).to_be_visible()  # says what to type
+    page.click("#help [data-example^='factor']")
+    expect(cell(page, 0).locator(".placeholder")).to_be_hidden()
+    cell(page, 0).locator(".run").click()  # a button, for phones
+    expect(result(page, 0)).to_have_attribute("data-plain", "274177 * 67280421310721")
+    page.click("#helpclose")
+    expect(page.locator("#help")).to_be_hidden()
+    page.reload()
+    wait_ready(page)
+    expect(page.locator("#help")).to_be_hidden()  # seen once: not again
+
+
+def test_cells_are_managed_from_the_keyboard_and_a_reload_keeps_them(page):
+    page.keyboard.type("1+1")
+    page.keyboard.press("Escape")  # command mode
+    for key in ("b", "Enter"):
+        page.keyboard.press(key)
+    page.keyboard.type("2+2")
+    page.keyboard.press("Escape")
+    page.keyboard.press("Alt+ArrowUp")
+    assert codes(page) == ["2+2", "1+1"]
+    page.keyboard.press("b")
+    expect(page.locator(".cell")).to_have_count(3)
+    for key in ("d", "d"):
+        page.keyboard.press(key)
+    expect(page.locator(".cell")).to_have_count(2)
+    page.keyboard.press("z")  # undo
+    expect(page.locator(".cell")).to_have_count(3)
+    for key in ("d", "d"):
+        page.keyboard.press(key)
+    expect(page.locator("#notice")).to_contain_text("Cell deleted")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("m")  # a text cell
+    page.keyboard.press("Enter")
+    page.keyboard.press("Control+a")
+    page.keyboard.type("# Notes")
+    page.keyboard.press("Control+Enter")
+    expect(cell(page, 1).locator(".result h1")).to_have_text("Notes")
+    expect(cell(page, 1).locator(".CodeMirror")).to_be_hidden()  # shown rendered
+    assert codes(page) == ["2+2", "%md\n# Notes"]
+    page.wait_for_timeout(600)  # the layout is sent 0.3 s after a change
+    page.reload()
+    wait_ready(page)
+    assert codes(page) == ["2+2", "%md\n# Notes"]
+    expect(cell(page, 1).locator(".result h1")).to_have_text("Notes")
+
+
+def test_a_reload_shows_each_cells_latest_run_and_its_interacts_values(page):
+    run_cell(page, "print('first run')", 0)
+    page.locator(".cell .CodeMirror").first.click()
+    page.keyboard.press("Control+a")
+    page.keyboard.type("print('second run')")
+    page.keyboard.press("Control+Enter")
+    expect(cell(page, 0).locator(".output")).to_have_text("second run")
+    edit_last = page.locator(".cell .CodeMirror").nth(1)
+    edit_last.click()
+    run_cell(page, "@interact\ndef square(n=(1, 9, 1)):\n    print(n * n)", 1)
+    slider = cell(page, 1).locator("input[type=range]")
+    slider.evaluate("s => { s.value = 4; s.dispatchEvent(new Event('input')); }")
+    expect(cell(page, 1).locator(".interact-output")).to_have_text("25")
+    page.reload()
+    wait_ready(page)
+    expect(cell(page, 0).locator(".output")).to_have_text("second run")
+    expect(cell(page, 1).locator(".interact-output")).to_have_text("25")
+    expect(cell(page, 1).locator("input[type=range]")).to_have_value("4")
+    expect(cell(page, 1).locator(".control .value")).to_have_text("5")
+
+
+def test_restart_asks_first(page):
+    run_cell(page, "answer = 7", 0)
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.click("#restart")
+    cell(page, 1).locator(".CodeMirror").click()
+    run_cell(page, "answer", 1)
+    expect(result(page, 1)).to_have_attribute("data-plain", "7")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#restart")
+    expect(page.locator("#notice")).to_contain_text("Session restarted")
+    cell(page, 2).locator(".CodeMirror").click()
+    type_code(page, "answer")  # (x would be Sage's variable)
+    page.keyboard.press("Shift+Enter")
+    expect(cell(page, 2)).to_have_attribute("data-status", "error")
+
+
+def test_over_the_limit_a_tab_shows_the_worksheets_open_and_can_close_one(chromium,
+                                                                            appliance):
+    _, base = appliance
+    context = chromium.new_context()
+    try:
+        tabs = []
+        for _ in range(10):  # [web] sessions_per_browser
+            tabs.append(context.new_page())
+            tabs[-1].goto(f"http://127.0.0.1:{base}/")
+            wait_ready(tabs[-1])
+        extra = context.new_page()
+        extra.goto(f"http://127.0.0.1:{base}/")
+        listed = extra.locator("#overlimit li")
+        expect(listed).to_have_count(10)
+        expect(extra.locator("#overlimit h2")).to_contain_text("the limit of this appliance (10)")
+        listed.first.locator(".close").click()
+        wait_ready(extra)  # a worksheet of its own now
+        expect(extra.locator("#overlimit")).to_be_hidden()
+        # The first listed is the oldest: the first tab's, which is told.
+        expect(tabs[0].locator("#notice")).to_contain_text("closed from another tab")
+        tabs[1].close(run_before_unload=True)  # closing a tab frees its worksheet at once
+        another = context.new_page()
+        another.goto(f"http://127.0.0.1:{base}/")
+        wait_ready(another)
+    finally:
+        context.close()
+
+
+AXE_VERSION = "4.10.2"
+
+
+@pytest.fixture(scope="module")
+def axe_source() -> str:
+    """axe-core from the npm registry (cached in test-artifacts/): the
+    accessibility checker the issue names."""
+    cached = ARTIFACTS / f"axe-core-{AXE_VERSION}.min.js"
+    if not cached.exists():
+        ARTIFACTS.mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory() as work:
+            subprocess.run(["npm", "pack", "--silent", f"axe-core@{AXE_VERSION}"], cwd=work,
+                           check=True, timeout=120, capture_output=True)
+            with tarfile.open(Path(work) / f"axe-core-{AXE_VERSION}.tgz") as tar:
+                member = tar.extractfile("package/axe.min.js")
+                cached.write_bytes(member.read())
+    return cached.read_text()
+
+
+def serious_violations(page, axe_source: str) -> list[str]:
+    # Evaluated through the DevTools protocol: the page's CSP (no inline
+    # script) does not apply to it, and the page itself is not changed.
+    found = page.evaluate(axe_source + "\n;axe.run(document, {resultTypes: ['violations']})"
+                          ".then(r => r.violations.filter(v => ['serious', 'critical']"
+                          ".includes(v.impact)).map(v => v.id + ': ' + v.help + ' ' + "
+                          "v.nodes.map(n => n.target.join(' ')).slice(0, 3).join(', ')))")
+    return found
+
+
+def test_no_serious_accessibility_violation_on_the_worksheet(page, axe_source):
+    run_cell(page, "factor(2^64 + 1)", 0)
+    run_cell(page, "@interact\ndef square(n=(1, 9, 1)):\n    print(n * n)", 1)
+    run_cell(page, "plot(sin(x), (x, 0, pi), title='sine')", 2)
+    expect(cell(page, 2).locator("img")).to_have_count(1)
+    assert serious_violations(page, axe_source) == []
+    page.keyboard.press("Escape")  # command mode: the selected cell shows focus
+    assert serious_violations(page, axe_source) == []
+
+
+def test_no_serious_accessibility_violation_on_a_permalink_and_the_404(page, appliance,
+                                                                       axe_source):
+    _, base = appliance
+    run_cell(page, "2 + 2", 0)
+    page.click("#share")
+    link = page.locator("#sharelink")
+    expect(link).to_have_value(re.compile("/s/"))
+    page.goto(link.input_value())
+    wait_ready(page)
+    assert serious_violations(page, axe_source) == []
+    page.goto(f"http://127.0.0.1:{base}/s/nosuchlink")
+    assert serious_violations(page, axe_source) == []
+    page.goto(f"http://127.0.0.1:{base}/no/such/page")
+    assert serious_violations(page, axe_source) == []
 
 
 def test_ten_thousand_lines_twenty_times(page):
@@ -431,6 +608,7 @@ def test_an_error_in_an_interact_keeps_its_controls_working(page):
     expect(it.locator(".error")).to_contain_text("ZeroDivisionError")
     it.locator("select").select_option(label="4")
     expect(it.locator(".interact-output")).to_have_text("1/4")
+    page.once("dialog", lambda dialog: dialog.accept())  # restart asks first
     page.click("#restart")
     expect(it).to_have_class(re.compile("ended"))
     expect(it.locator("select")).to_be_disabled()

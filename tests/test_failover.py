@@ -28,13 +28,22 @@ def appliance():
         yield data, base
 
 
+def _connected(port: int, name: str) -> Browserish | None:
+    try:
+        return Browserish(Frontend(port), f"browser={name}")
+    except ConnectionRefusedError:
+        return None
+
+
 @pytest.fixture
 def browsers():
     opened: list[Browserish] = []
 
     def connect(port: int, name: str, session: str | None = None,
                 last_seq: int = 0) -> tuple[Browserish, dict]:
-        browser = Browserish(Frontend(port), f"browser={name}")
+        # As a page does: a frontend that supervisord restarted is RUNNING a
+        # moment before it listens, so a refused connection is tried again.
+        browser = wait_for(lambda: _connected(port, name), 20, what=f"port {port} to listen")
         opened.append(browser)
         return browser, browser.open(session, last_seq)
 

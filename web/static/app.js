@@ -9,84 +9,360 @@ const SESSION_KEY = "salvus.session:" + location.pathname + location.hash;
 const state = {
   ws: null, session: sessionStorage.getItem(SESSION_KEY), lastSeq: 0,
   backoff: 250, cells: new Map(), order: [], attachedOnce: false, pingTimer: null,
-  interacts: new Map(),
+  interacts: new Map(), selected: null, deleted: [], attachSeq: 0,
 };
 
 const $ = (sel) => document.querySelector(sel);
 const statusLine = $("#status");
 
+// The status pill says how the connection is; notices (what just happened)
+// show beside it and go away by themselves, or with their ✕.
 function setStatus(kind, text) {
   statusLine.className = "status " + kind;
   statusLine.textContent = text;
 }
 
+function notify(text, { action, run, seconds = 6 } = {}) {
+  const box = $("#notice");
+  clearTimeout(state.noticeTimer);
+  box.replaceChildren();
+  const words = document.createElement("span");
+  words.textContent = text;
+  box.append(words);
+  if (action) box.append(button("action", action, action, () => { box.hidden = true; run(); }));
+  box.append(button("close", "✕", "Dismiss", () => { box.hidden = true; }));
+  box.hidden = false;
+  state.noticeTimer = setTimeout(() => { box.hidden = true; }, seconds * 1000);
+}
+
 // ------------------------------------------------------------------ cells
+// A cell is code, or text: Markdown, sent as a `%md` cell and shown rendered
+// (its editor comes back with Enter or a double click). Outside an editor,
+// the page is in command mode, as in Jupyter: see COMMANDS.
+
+const TEXT_MODE = /^%md[ \t]*(\n|$)/;
+const PLACEHOLDER = "Type Sage code, e.g. factor(2^64+1), then Shift+Enter to run it";
 
 function newId() { return "c" + Math.random().toString(36).slice(2, 10); }
 
-function addCell(afterId, code = "", id = newId()) {
+function button(className, text, label, onclick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = className;
+  b.textContent = text;
+  b.title = label;
+  b.setAttribute("aria-label", label);
+  b.onclick = (event) => { event.stopPropagation(); onclick(); };
+  return b;
+}
+
+function addCell(afterId, code = "", id = newId(), before = false) {
   const el = document.createElement("section");
   el.className = "cell";
   el.dataset.cell = id;
-  el.innerHTML = '<span class="badge"></span><div class="editor"></div><div class="output"></div>';
+  el.tabIndex = -1;   // command mode: the cell itself takes the keys
+  const bar = document.createElement("div");
+  bar.className = "bar";
+  const badge = document.createElement("span");
+  badge.className = "badge";
+  const tools = document.createElement("span");
+  tools.className = "tools";
+  tools.append(
+    button("up", "↑", "Move cell up", () => moveCell(id, -1)),
+    button("down", "↓", "Move cell down", () => moveCell(id, 1)),
+    button("kind", "Text", "Make this a text (Markdown) cell", () => toggleKind(id)),
+    button("delete", "✕", "Delete cell (undo with Z)", () => deleteCell(id)));
+  bar.append(button("run", "▶ Run", "Run this cell (Shift+Enter)", () => run(id)), badge, tools);
+  const editorBox = document.createElement("div");
+  editorBox.className = "editor";
+  const placeholder = document.createElement("div");
+  placeholder.className = "placeholder";
+  placeholder.textContent = PLACEHOLDER;
+  placeholder.setAttribute("aria-hidden", "true");
+  editorBox.appendChild(placeholder);
+  const out = document.createElement("div");
+  out.className = "output";
+  out.setAttribute("aria-live", "polite");
+  el.append(bar, editorBox, out);
   const list = $("#cells");
-  const after = afterId && state.cells.get(afterId);
-  if (after && after.el.nextSibling) list.insertBefore(el, after.el.nextSibling);
+  const anchor = afterId && state.cells.get(afterId);
+  if (anchor && before) list.insertBefore(el, anchor.el);
+  else if (anchor && anchor.el.nextSibling) list.insertBefore(el, anchor.el.nextSibling);
   else list.appendChild(el);
-  const editor = CodeMirror(el.querySelector(".editor"), {
-    value: code, mode: "python", lineNumbers: false, matchBrackets: true,
-    indentUnit: 4, viewportMargin: Infinity,
+  const text = TEXT_MODE.test(code);
+  const editor = CodeMirror(editorBox, {
+    value: text ? code.replace(TEXT_MODE, "") : code, mode: text ? "text/plain" : "python",
+    lineNumbers: false, matchBrackets: true, indentUnit: 4, viewportMargin: Infinity,
+    lineWrapping: text, screenReaderLabel: "cell editor",
     extraKeys: {
       "Shift-Enter": () => { run(id); focusNext(id); },
       "Ctrl-Enter": () => run(id),
-      "Alt-Enter": () => { state.cells.get(addCell(id)).editor.focus(); },
+      "Alt-Enter": () => { edit(addCell(id)); },
+      "Esc": () => select(id),
       "Tab": (cm) => {
         if (cm.somethingSelected()) return cm.indentSelection("add");
         const before = cm.getLine(cm.getCursor().line).slice(0, cm.getCursor().ch);
-        if (/[\w.]$/.test(before)) return complete(cm, id);
+        if (!cell.text && /[\w.]$/.test(before)) return complete(cm, id);
         cm.replaceSelection("    ");
       },
       "Ctrl-Space": (cm) => complete(cm, id),
+      "Backspace": (cm) => {
+        // Backspace in an empty cell deletes it (not the only one), as people expect.
+        if (cm.getValue() === "" && state.order.length > 1) {
+          const index = state.order.indexOf(id);
+          deleteCell(id);
+          edit(state.order[Math.max(index - 1, 0)], true);
+          return;
+        }
+        return CodeMirror.Pass;
+      },
     },
   });
-  editor.on("focus", () => {
-    document.querySelectorAll(".cell.focused").forEach((c) => c.classList.remove("focused"));
-    el.classList.add("focused");
+  editor.on("focus", () => { markSelected(id); cell.editing = true; });
+  editor.on("blur", () => { cell.editing = false; });
+  editor.on("change", () => {
+    el.classList.toggle("empty", editor.getValue() === "");
+    layoutChanged(1500);
   });
-  const cell = { id, el, editor, out: el.querySelector(".output"), badge: el.querySelector(".badge"),
-                 execution: null, lastStream: null };
+  el.addEventListener("dblclick", () => { if (cell.text && cell.rendered) edit(id); });
+  el.addEventListener("mousedown", (event) => {
+    if (!event.target.closest(".CodeMirror, button, input, select, a, iframe")) markSelected(id);
+  });
+  const cell = { id, el, editor, out, badge, text: false, rendered: false, execution: null,
+                 latest: null, lastStream: null, editing: false };
   state.cells.set(id, cell);
-  const index = afterId ? state.order.indexOf(afterId) + 1 : state.order.length;
+  const index = afterId ? state.order.indexOf(afterId) + (before ? 0 : 1) : state.order.length;
   state.order.splice(index, 0, id);
+  el.classList.toggle("empty", editor.getValue() === "");
+  if (text) setKind(cell, true);
+  layoutChanged();
   return id;
+}
+
+// The source a cell runs (and is saved as): a text cell's is its %md.
+function codeOf(cell) {
+  const value = cell.editor.getValue();
+  return cell.text ? "%md\n" + value : value;
+}
+
+function setKind(cell, text) {
+  cell.text = text;
+  cell.el.classList.toggle("text", text);
+  cell.editor.setOption("mode", text ? "text/plain" : "python");
+  cell.editor.setOption("lineWrapping", text);
+  const kind = cell.el.querySelector(".kind");
+  kind.textContent = text ? "Code" : "Text";
+  kind.title = text ? "Make this a code cell" : "Make this a text (Markdown) cell";
+  kind.setAttribute("aria-label", kind.title);
+  cell.el.querySelector(".run").textContent = text ? "▶ Show" : "▶ Run";
+  if (!text) showEditor(cell);
+}
+
+function toggleKind(id, text) {
+  const cell = state.cells.get(id);
+  const wanted = text === undefined ? !cell.text : text;
+  if (wanted === cell.text) return;
+  setKind(cell, wanted);
+  layoutChanged();
+}
+
+function showEditor(cell) {
+  cell.rendered = false;
+  cell.el.classList.remove("rendered");
+}
+
+function edit(id, atEnd = false) {
+  const cell = state.cells.get(id);
+  if (!cell) return;
+  showEditor(cell);
+  cell.editor.refresh();
+  cell.editor.focus();
+  if (atEnd) cell.editor.setCursor(cell.editor.lineCount(), 0);
+  cell.el.scrollIntoView({ block: "nearest" });
+}
+
+function markSelected(id) {
+  state.selected = id;
+  document.querySelectorAll(".cell.focused").forEach((c) => c.classList.remove("focused"));
+  const cell = state.cells.get(id);
+  if (cell) cell.el.classList.add("focused");
+}
+
+// Command mode on this cell: the editor lets go, the cell takes the keys.
+function select(id) {
+  const cell = state.cells.get(id);
+  if (!cell) return;
+  markSelected(id);
+  cell.editor.getInputField().blur();
+  cell.el.focus({ preventScroll: true });
+  cell.el.scrollIntoView({ block: "nearest" });
 }
 
 function focusNext(id) {
   const index = state.order.indexOf(id);
   const nextId = state.order[index + 1] || addCell(id);
-  const next = state.cells.get(nextId);
-  next.editor.focus();
-  next.el.scrollIntoView({ block: "nearest" });
+  edit(nextId);
 }
 
-function setCellState(cell, kind, label) {
-  cell.el.classList.remove("running", "queued", "done-ok", "done-error", "done-killed",
-                           "done-timeout", "done-limit", "done-interrupted");
+function moveCell(id, by) {
+  const index = state.order.indexOf(id);
+  const to = index + by;
+  if (index < 0 || to < 0 || to >= state.order.length) return;
+  state.order.splice(index, 1);
+  state.order.splice(to, 0, id);
+  const el = state.cells.get(id).el;
+  const neighbour = state.cells.get(state.order[to + 1]);
+  $("#cells").insertBefore(el, neighbour ? neighbour.el : null);
+  el.scrollIntoView({ block: "nearest" });
+  layoutChanged();
+}
+
+// Deleted cells can come back (Z, or the notice's Undo), where they were.
+function deleteCell(id) {
+  const cell = state.cells.get(id);
+  if (!cell) return;
+  const index = state.order.indexOf(id);
+  state.deleted.push({ cell, index });
+  state.order.splice(index, 1);
+  state.cells.delete(id);
+  cell.el.remove();
+  if (!state.order.length) addCell(null);
+  const next = state.order[Math.min(index, state.order.length - 1)];
+  if (!cell.editing) select(next);
+  notify("Cell deleted.", { action: "Undo", run: undoDelete });
+  layoutChanged();
+}
+
+function undoDelete() {
+  const last = state.deleted.pop();
+  if (!last) return notify("Nothing to undo.");
+  const { cell, index } = last;
+  const at = Math.min(index, state.order.length);
+  const neighbour = state.cells.get(state.order[at]);
+  $("#cells").insertBefore(cell.el, neighbour ? neighbour.el : null);
+  state.order.splice(at, 0, cell.id);
+  state.cells.set(cell.id, cell);
+  cell.editor.refresh();
+  select(cell.id);
+  notify("Cell restored.");
+  layoutChanged();
+}
+
+// What each state looks like and says; the badge's title explains it.
+const STATES = {
+  queued: ["queued", "Waits for the cells before it to finish"],
+  running: ["running", "Running now"],
+  "done-ok": ["", ""],
+  "done-error": ["error", "The code raised an error (see below)"],
+  "done-interrupted": ["interrupted", "Stopped by Interrupt"],
+  "done-timeout": ["time limit", "Stopped by the appliance's time limit for one execution"],
+  "done-limit": ["limit", "Stopped by a limit of the appliance (output, memory or CPU time)"],
+  "done-killed": ["killed", "The session's process ended or the run was refused (see below)"],
+};
+
+function setCellState(cell, kind) {
+  cell.el.classList.remove(...Object.keys(STATES));
   if (kind) cell.el.classList.add(kind);
-  cell.badge.textContent = label || "";
+  const [label, why] = STATES[kind] || ["", ""];
+  cell.badge.textContent = label;
+  cell.badge.title = why;
+  if (cell.text && kind === "done-ok") {
+    cell.rendered = true;
+    cell.el.classList.add("rendered");
+  }
 }
 
 function run(id) {
   const cell = state.cells.get(id);
-  const code = cell.editor.getValue();
+  const code = codeOf(cell);
   cell.out.innerHTML = "";
   cell.lastStream = null;
   cell.execution = null;
+  cell.latest = null;
   delete cell.el.dataset.status;
-  setCellState(cell, "queued", "queued");
+  setCellState(cell, "queued");
+  layoutChanged();
   send({ type: "execute", cell: id, code, typeset: $("#typeset").checked,
          language: $("#language").value, webgl: HAS_WEBGL });
 }
+
+function runAll() {
+  for (const id of state.order) {
+    const cell = state.cells.get(id);
+    if (cell.editor.getValue().trim()) run(id);
+  }
+}
+
+// The worksheet as arranged here goes to the session (on its worker), so a
+// reload, on any frontend, shows it the same: soon after a change; after a
+// pause in typing.
+function layoutChanged(delay = 300) {
+  clearTimeout(state.layoutTimer);
+  state.layoutDirty = true;
+  state.layoutTimer = setTimeout(sendLayout, delay);
+}
+
+function sendLayout() {
+  clearTimeout(state.layoutTimer);
+  if (!state.attachedOnce || !state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+  state.layoutDirty = false;
+  const cells = state.order.map((id) => ({ cell: id, code: codeOf(state.cells.get(id)) }));
+  state.ws.send(JSON.stringify({ type: "layout", cells }));
+}
+
+// ------------------------------------------------------------------ command mode
+
+const COMMANDS = {
+  Enter: (id) => edit(id),
+  ArrowUp: (id) => select(state.order[Math.max(state.order.indexOf(id) - 1, 0)]),
+  ArrowDown: (id) => select(state.order[Math.min(state.order.indexOf(id) + 1,
+                                                 state.order.length - 1)]),
+  k: (id) => COMMANDS.ArrowUp(id),
+  j: (id) => COMMANDS.ArrowDown(id),
+  a: (id) => select(addCell(id, "", newId(), true)),
+  b: (id) => select(addCell(id)),
+  m: (id) => toggleKind(id, true),
+  y: (id) => toggleKind(id, false),
+  z: () => undoDelete(),
+  "Shift+Enter": (id) => { run(id); focusNext(id); },
+  "Ctrl+Enter": (id) => run(id),
+  "Alt+ArrowUp": (id) => moveCell(id, -1),
+  "Alt+ArrowDown": (id) => moveCell(id, 1),
+};
+const TWICE = { d: (id) => deleteCell(id), i: () => interrupt(), "0": () => restart() };
+
+// Command mode is on when no editor or form field has the keys: the selected
+// cell (or a button of it; Enter and Space stay the button's) takes them.
+function commandTarget(event) {
+  const active = document.activeElement;
+  if (!active || active === document.body) return state.selected;
+  if (active.closest(".CodeMirror, input, textarea, select, iframe, #help, #sharebar")) return null;
+  if (active.tagName === "BUTTON" && (event.key === "Enter" || event.key === " ")) return null;
+  const cellEl = active.closest(".cell");
+  return cellEl ? cellEl.dataset.cell : null;
+}
+
+document.addEventListener("keydown", (event) => {
+  const id = commandTarget(event);
+  if (!id || !state.cells.has(id)) return;
+  const key = (event.ctrlKey || event.metaKey ? "Ctrl+" : "") + (event.altKey ? "Alt+" : "")
+              + (event.shiftKey && event.key.length > 1 ? "Shift+" : "") + event.key;
+  if (TWICE[key]) {
+    event.preventDefault();
+    const now = Date.now();
+    if (state.lastKey === key && now - state.lastKeyAt < 800) {
+      state.lastKey = null;
+      return TWICE[key](id);
+    }
+    state.lastKey = key;
+    state.lastKeyAt = now;
+    return;
+  }
+  if (COMMANDS[key]) {
+    event.preventDefault();
+    COMMANDS[key](id);
+  }
+});
 
 // The worksheet's switches: remembered by this browser.
 for (const [id, property] of [["typeset", "checked"], ["language", "value"]]) {
@@ -242,6 +518,7 @@ function buildInteract(cell, message) {
         shown.textContent = c.labels[input.value];
         changed(it, c.name, Number(input.value));
       });
+      input.addEventListener("show", () => { shown.textContent = c.labels[input.value]; });
       row.append(input, shown);
     } else if (c.type === "checkbox") {
       input = document.createElement("input");
@@ -310,6 +587,7 @@ function interactMessage(it, message) {
       it.out.innerHTML = "";
       it.lastStream = null;
       it.busy = true;
+      if (message.values && message.seq <= state.attachSeq) showValues(it, message.values);
       break;
     case "done":
       it.busy = false;
@@ -318,6 +596,18 @@ function interactMessage(it, message) {
       break;
     default:
       render(it, message);
+  }
+}
+
+// A page that comes back: the controls as they were for the output shown.
+function showValues(it, values) {
+  for (const input of it.inputs) {
+    const name = input.dataset.control;
+    if (!(name in values)) continue;
+    if (input.type === "checkbox") input.checked = !!values[name];
+    else input.value = values[name];
+    if (input.type === "range") input.dispatchEvent(new Event("show"));
+    it.values[name] = values[name];
   }
 }
 
@@ -335,9 +625,16 @@ function apply(message) {
     state.lastSeq = message.seq;
   }
   if (message.type === "session_status") {
-    if (message.state === "running") return setStatus("connected", "connected");
-    if (message.state === "lost") setStatus("lost", "session died — next run restarts it");
-    else if (message.state === "restarted") setStatus("connected", "session restarted");
+    if (message.state === "running") {
+      setStatus("connected", "connected");
+      return notify("The session is running again.");
+    }
+    if (message.state === "lost") {
+      setStatus("lost", "session ended — the next run starts a new one");
+      notify(message.reason, { seconds: 20 });
+    } else if (message.state === "restarted") {
+      notify("Session restarted: variables are cleared.");
+    }
     disableInteracts();
     return;
   }
@@ -347,6 +644,10 @@ function apply(message) {
   if (message.interact && state.interacts.has(message.interact)) {
     return interactMessage(state.interacts.get(message.interact), message);
   }
+  // A page that comes back sees each cell's latest run only: the replay's
+  // older runs are skipped.
+  if (cell.latest && message.execution && message.execution !== cell.latest
+      && message.seq !== undefined && message.seq <= state.attachSeq) return;
   if (message.execution && cell.execution && message.execution !== cell.execution
       && message.type !== "queued") {
     return;   // output of an older run of this cell
@@ -354,20 +655,32 @@ function apply(message) {
   switch (message.type) {
     case "queued":
       if (statusLine.classList.contains("lost")) setStatus("connected", "connected");
+      if (cell.execution && cell.execution !== message.execution) {
+        cell.out.innerHTML = "";   // a newer run (from another page of this session)
+        cell.lastStream = null;
+      }
       cell.execution = message.execution;
-      setCellState(cell, "queued", "queued");
+      setCellState(cell, "queued");
       break;
     case "running":   // the worker started it
-      setCellState(cell, "running", "running");
+      setCellState(cell, "running");
       break;
     case "done":
-      setCellState(cell, "done-" + message.status, message.status === "ok" ? "" : message.status);
+      setCellState(cell, "done-" + message.status);
       cell.el.dataset.status = message.status;
       break;
     default:
-      if (message.type === "stream") setCellState(cell, "running", "running");
+      if (message.type === "stream") setCellState(cell, "running");
       render(cell, message);
   }
+}
+
+// A figure's alt text: what made it (its cell's code), for screen readers.
+function figureLabel(target) {
+  const cell = state.cells.get(target.cell || target.id);
+  const code = cell ? cell.editor.getValue().trim() : "";
+  const line = code.split("\n").find((l) => /plot|show|draw|imshow|\(/.test(l)) || code;
+  return line ? `Figure from: ${line.slice(0, 120)}` : "Figure";
 }
 
 function render(target, message) {
@@ -383,7 +696,7 @@ function render(target, message) {
       target.lastStream = null;
       const img = document.createElement("img");
       img.src = message.url;
-      img.alt = "figure";
+      img.alt = figureLabel(target);
       if (message.width) img.style.width = message.width + "px";  // a 2x PNG
       target.out.appendChild(img);
       break;
@@ -463,8 +776,9 @@ function connect() {
     const message = JSON.parse(event.data);
     if (message.type === "attached") return attached(message);
     if (message.type === "protocol_error") {
-      setStatus(message.code === "quota" ? "lost" : "connected", message.message);
-      return;
+      if (message.code === "quota" && message.sessions) return overLimit(message);
+      if (message.code === "quota") return setStatus("lost", message.message);
+      return notify(message.message, { seconds: 15 });
     }
     if (message.type === "pong") return;
     if (message.type === "completions") return completed(message);
@@ -479,6 +793,62 @@ function connect() {
     setTimeout(connect, state.backoff);
     state.backoff = Math.min(state.backoff * 2, 8000);
   };
+}
+
+// Over the limit of worksheets per browser: say so, list them, and let this
+// tab open one of them or close one to start afresh.
+function overLimit(message) {
+  setStatus("lost", "too many worksheets open");
+  let box = $("#overlimit");
+  if (!box) {
+    box = document.createElement("section");
+    box.id = "overlimit";
+    box.setAttribute("aria-labelledby", "overlimit-title");
+    $("#cells").before(box);
+  }
+  box.hidden = false;
+  const title = document.createElement("h2");
+  title.id = "overlimit-title";
+  title.textContent = `This browser has ${message.sessions.length} worksheets open, `
+    + `the limit of this appliance (${message.limit}).`;
+  const advice = document.createElement("p");
+  advice.textContent = "Open one of them in this tab, or close one to start a new worksheet "
+    + "here. Closing a tab frees its worksheet within seconds.";
+  const list = document.createElement("ul");
+  for (const held of message.sessions) {
+    const item = document.createElement("li");
+    const what = document.createElement("span");
+    const cells = held.cells === 1 ? "1 cell" : `${held.cells} cells`;
+    const where = held.attached ? "open in another tab"
+                                : `no tab has had it for ${held.idle} s`;
+    what.textContent = `${cells}${held.first ? " — " + held.first.split("\n")[0] : ""} (${where})`;
+    item.append(what,
+      button("open", "Open here", "Open this worksheet in this tab", () => takeOver(held.session)),
+      button("close", "Close it", "End this worksheet and start a new one here",
+             () => closeAndStart(held.session)));
+    list.append(item);
+  }
+  box.replaceChildren(title, advice, list);
+}
+
+function leaveOverLimit() {
+  const box = $("#overlimit");
+  if (box) box.hidden = true;
+  setStatus("connecting", "connecting…");
+}
+
+function takeOver(session) {
+  leaveOverLimit();
+  state.session = session;
+  sessionStorage.setItem(SESSION_KEY, session);
+  state.ws.send(JSON.stringify({ type: "open", session, last_seq: 0 }));
+}
+
+function closeAndStart(session) {
+  leaveOverLimit();
+  state.session = null;
+  state.ws.send(JSON.stringify({ type: "close", session }));
+  state.ws.send(JSON.stringify({ type: "open", last_seq: 0 }));
 }
 
 // A message for this page from the admin or another page's frontend: a banner
@@ -520,14 +890,21 @@ function attached(message) {
   state.session = message.session;
   sessionStorage.setItem(SESSION_KEY, message.session);
   if (!state.attachedOnce) {
-    // A fresh page: rebuild the cells the session knows, then the replay fills them.
-    for (const saved of message.cells) {
-      if (!state.cells.has(saved.cell)) {
-        addCell(null, saved.code, saved.cell);
-        const cell = state.cells.get(saved.cell);
-        cell.execution = saved.execution;
-        if (saved.state !== "done") setCellState(cell, "running", "running");
-      }
+    // A fresh page: rebuild the worksheet the session knows (as its page
+    // arranged it, else in the order of runs), then the replay fills in each
+    // cell's latest run.
+    state.attachSeq = message.seq;
+    const runs = new Map(message.cells.map((saved) => [saved.cell, saved]));
+    const cells = message.layout || message.cells;
+    for (const saved of cells) {
+      if (state.cells.has(saved.cell)) continue;
+      addCell(null, saved.code, saved.cell);
+      const cell = state.cells.get(saved.cell);
+      const latest = runs.get(saved.cell);
+      if (!latest) continue;
+      cell.execution = cell.latest = latest.execution;
+      if (latest.state === "done") setCellState(cell, "done-" + latest.status);
+      else setCellState(cell, latest.state === "queued" ? "queued" : "running");
     }
     if (!state.order.length && state.shared) {
       for (const saved of state.shared.cells) {
@@ -538,12 +915,17 @@ function attached(message) {
         for (const id of state.order) run(id);
       }
     }
-    if (!state.order.length) addCell(null);
-    state.cells.get(state.order[state.order.length - 1]).editor.focus();
+    if (!state.order.length) {
+      addCell(null);
+      if (!localStorage.getItem("salvus.helpSeen")) toggleHelp(true);   // a first visit
+    }
+    edit(state.order[state.order.length - 1]);
   }
   state.attachedOnce = true;
   for (const queued of state.queue || []) state.ws.send(JSON.stringify(queued));
   state.queue = [];
+  if (state.layoutDirty && !message.layout) sendLayout();
+  else if (state.layoutDirty) layoutChanged();
 }
 
 // ------------------------------------------------------------------ sharing
@@ -569,7 +951,10 @@ async function sharedContent() {
   const inUrl = location.hash.match(/^#z=([A-Za-z0-9_-]+)$/);
   if (location.pathname === "/s" && inUrl) {
     try { return JSON.parse(await unsqueeze(inUrl[1])); }
-    catch (e) { setStatus("lost", "this link is damaged: its cells could not be read"); }
+    catch (e) {
+      notify("This link is damaged: its cells could not be read. Ask for the link again, or "
+             + "open the one made with our database (/s/…).", { seconds: 30 });
+    }
   }
   return null;
 }
@@ -583,11 +968,11 @@ async function shareNow() {
     return interacts.length ? { code: cell.editor.getValue(), interacts }
                             : { code: cell.editor.getValue() };
   }).filter((c) => c.code.trim());
-  if (!cells.length) return setStatus("connected", "nothing to share yet");
+  if (!cells.length) return notify("Nothing to share yet: write something in a cell first.");
   const response = await fetch("/api/share", { method: "POST", body: JSON.stringify({ cells }),
                                                headers: { "Content-Type": "application/json" } });
   const body = await response.json();
-  if (!response.ok) return setStatus("connected", body.error);
+  if (!response.ok) return notify(body.error, { seconds: 15 });
   $("#sharebar").hidden = false;
   const link = $("#sharelink");
   link.value = location.origin + body.url;
@@ -599,14 +984,56 @@ async function shareNow() {
 
 $("#share").onclick = () => shareNow();
 $("#shareclose").onclick = () => { $("#sharebar").hidden = true; };
-$("#interrupt").onclick = () => send({ type: "interrupt" });
-$("#restart").onclick = () => send({ type: "restart" });
+function interrupt() {
+  send({ type: "interrupt" });
+  notify("Interrupt sent to the running cell.");
+}
+
+function restart() {
+  if (!confirm("Restart the session? Every variable is cleared; the cells stay.")) return;
+  send({ type: "restart" });
+}
+
+// ------------------------------------------------------------------ help
+
+function toggleHelp(open) {
+  const help = $("#help");
+  help.hidden = open === undefined ? !help.hidden : !open;
+  $("#helpbutton").setAttribute("aria-expanded", String(!help.hidden));
+  if (!help.hidden) localStorage.setItem("salvus.helpSeen", "1");
+}
+
+// An example goes into the selected cell when that is empty, else below it.
+function insertExample(code) {
+  const selected = state.cells.get(state.selected);
+  let id;
+  if (selected && !selected.editor.getValue().trim()) {
+    id = selected.id;
+    toggleKind(id, TEXT_MODE.test(code));
+    selected.editor.setValue(code.replace(TEXT_MODE, ""));
+  } else {
+    id = addCell(state.selected || state.order[state.order.length - 1], code);
+  }
+  edit(id, true);
+}
+
+$("#helpbutton").onclick = () => toggleHelp();
+$("#helpclose").onclick = () => toggleHelp(false);
+$("#helplink").onclick = (event) => { event.preventDefault(); toggleHelp(true); };
+for (const example of document.querySelectorAll("#help [data-example]")) {
+  example.onclick = () => insertExample(example.dataset.example);
+}
+
+$("#interrupt").onclick = interrupt;
+$("#restart").onclick = restart;
+$("#runall").onclick = runAll;
 setInterval(() => {
   if (state.ws && state.ws.readyState === WebSocket.OPEN) send({ type: "ping" });
 }, 20000);
 // A closed tab frees its session's place within seconds; a reload comes back
 // to it before then.
 addEventListener("pagehide", () => {
+  if (state.layoutDirty) sendLayout();   // a reload must find the worksheet as it is
   if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send('{"type":"leave"}');
 });
 sharedContent().then((shared) => { state.shared = shared; connect(); });
