@@ -30,14 +30,29 @@ export then import gives the same cells.
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import nbformat
-from nbformat import v4
+
+class _Lazy:
+    """A module imported on first use: nbformat brings jsonschema (and, where
+    jupyter's extras are installed, grammars compiled at import: 2 s). A
+    frontend pays that on its first notebook, not at every start."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+nbformat = _Lazy("nbformat")
+v4 = _Lazy("nbformat.v4")
+
 
 MAX_BYTES = 16 << 20  # of a notebook opened, and of a worksheet sent to export
 MAX_CELLS = 1000  # as many as a worksheet's layout holds (web/wire.py)
