@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import traceback
-from pathlib import Path
 
-from flask import Flask, Response, jsonify, request, send_from_directory
+from flask import Flask, Response, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 
+from web import assets
 from web.api import ApiError
-
-STATIC = Path(__file__).parent / "static"
 
 
 def json_error(status: int, message: str, retry_after: int | None = None) -> Response:
@@ -53,8 +51,9 @@ def install(app: Flask, say) -> None:
             text = {413: f"request body over {limit} bytes; send less"}.get(
                 error.code, f"{error.name}: {error.description}")
             return json_error(error.code or 400, text)
-        if error.code == 404:  # a page of ours that says where to go, not Flask's
-            return send_from_directory(STATIC, "notfound.html", max_age=0), 404
+        if error.code == 404 and "notfound.html" in assets.current().assets:
+            # A page of ours that says where to go, not Flask's.
+            return assets.page_response(request, "notfound.html", status=404)
         return error
 
     @app.errorhandler(Exception)
