@@ -52,6 +52,7 @@ MAX_FRAME = 16 << 10
 BEAT_EVERY = 1.0
 HWM = 10000  # messages queued for one slow peer before it loses some (and says so)
 ACKS_KEPT = 1000  # deliveries whose acks this frontend still counts
+READ_TURN = 64  # bus messages read before other greenlets get a turn
 
 
 class BusError(ValueError):
@@ -330,9 +331,14 @@ class Bus:
         return sock
 
     def _read(self, sock) -> None:
+        # zmq.green's recv returns without yielding while messages wait: a
+        # backlog would hold the frontend (websockets, pongs, /health, the
+        # workers' pings) until it is read. Other greenlets run between turns.
         with contextlib.suppress(zmq.ZMQError):  # closed: its peer was removed
             while True:
-                self.receive(sock.recv_multipart())
+                for _ in range(READ_TURN):
+                    self.receive(sock.recv_multipart())
+                gevent.sleep(0)
 
     def receive(self, frames: list[bytes]) -> None:
         try:

@@ -673,6 +673,8 @@ class SessionManager:
         self.log_bytes = 0  # all sessions' logs together
         self.problem = OncePerKind(say)  # faults of ours, logged once per kind
         self.connections: dict[str, Connection] = {}  # open websockets, by id
+        # ... and by browser: a message to one browser finds its pages at once
+        self.by_browser: dict[str, set[Connection]] = {}
         self.table: BrowserTable | None = None  # where they are, for everyone to see
         self.records: SessionTable | None = None  # the sessions table
         self.bus: Bus | None = None  # the other frontends
@@ -711,6 +713,7 @@ class SessionManager:
 
     def connected(self, connection: Connection) -> None:
         self.connections[connection.id] = connection
+        self.by_browser.setdefault(connection.browser, set()).add(connection)
         if self.table is not None:
             self.table.connected(connection.id, connection.browser)
 
@@ -720,6 +723,10 @@ class SessionManager:
 
     def disconnected(self, connection: Connection) -> None:
         self.connections.pop(connection.id, None)
+        pages = self.by_browser.get(connection.browser, set())
+        pages.discard(connection)
+        if not pages:
+            self.by_browser.pop(connection.browser, None)
         if self.table is not None:
             self.table.closed(connection.id)
 
@@ -728,14 +735,16 @@ class SessionManager:
         how many got it. Until accounts exist, a browser is its own account."""
         to, target = message["to"], message["target"]
         shown = wire.announcement(message["id"], message["text"], message["sender"])
-        count = 0
-        for connection in list(self.connections.values()):
-            if to == "all" or (to in ("browser", "account") and connection.browser == target) \
-                    or (to == "session" and connection.session is not None
-                        and connection.session.id == target):
-                connection.send(shown)
-                count += 1
-        return count
+        if to == "all":
+            pages = list(self.connections.values())
+        elif to in ("browser", "account"):
+            pages = list(self.by_browser.get(target, ()))
+        else:  # a session's pages here are the listeners of its view
+            session = self.sessions.get(target)
+            pages = list(session.listeners) if session is not None else []
+        for connection in pages:
+            connection.send(shown)
+        return len(pages)
 
     # -- sessions of browsers
 
