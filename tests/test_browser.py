@@ -256,6 +256,16 @@ def test_no_serious_accessibility_violation_on_the_worksheet(page, axe_source):
     assert serious_violations(page, axe_source) == []
 
 
+def test_keyboard_focus_is_visible(page):
+    page.keyboard.press("Escape")  # command mode: the cell itself has the focus
+    ring = cell(page, 0).evaluate("el => getComputedStyle(el).boxShadow")
+    assert ring not in ("", "none")
+    page.keyboard.press("Tab")  # onto the cell's Run button
+    focused = page.evaluate("() => document.activeElement.className")
+    outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert focused == "run" and outline == "solid"
+
+
 def test_no_serious_accessibility_violation_on_a_permalink_and_the_404(page, appliance,
                                                                        axe_source):
     _, base = appliance
