@@ -112,6 +112,8 @@ def test_a_first_visit_shows_help_whose_examples_go_into_a_cell(page):
     expect(result(page, 0)).to_have_attribute("data-plain", "274177 * 67280421310721")
     page.click("#helpclose")
     expect(page.locator("#help")).to_be_hidden()
+    page.keyboard.type("a = 1")  # the editor has the keys again: no command runs
+    expect(cell(page, 0).locator(".CodeMirror-line")).to_have_text("factor(2^64 + 1)a = 1")
     page.reload()
     wait_ready(page)
     expect(page.locator("#help")).to_be_hidden()  # seen once: not again

@@ -1018,7 +1018,10 @@ function insertExample(code) {
 }
 
 $("#helpbutton").onclick = () => toggleHelp();
-$("#helpclose").onclick = () => toggleHelp(false);
+$("#helpclose").onclick = () => {
+  toggleHelp(false);
+  if (state.selected) edit(state.selected);   // back to typing where one was
+};
 $("#helplink").onclick = (event) => { event.preventDefault(); toggleHelp(true); };
 for (const example of document.querySelectorAll("#help [data-example]")) {
   example.onclick = () => insertExample(example.dataset.example);
