@@ -6,7 +6,10 @@ limits. So the ranges live in one host-wide file (``REGISTRY``), changed under
 a lock: init picks the lowest free block; start records what the config asks
 for now; a range that overlaps another live data folder's is refused, with a
 free base named. An entry whose data folder is gone (or holds another
-appliance now) is stale and dropped.
+appliance now) is stale and dropped. A claim holds from the moment it is
+made: the data folder gets a marker (``MARKER``) under the lock, because its
+salvus.conf only appears at the end of init, and another salvusctl
+meanwhile must not take the entry for stale and hand its range out again.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ REGISTRY = Path("/var/lib/salvus/uid-ranges.json")
 FIRST = 200_000  # above every ordinary user and system account
 BLOCK = 100_000  # init hands out blocks of this size (or of what the config needs)
 LOCK_WAIT = 30.0  # seconds to wait for another salvusctl's hold of the registry
+MARKER = ".salvus-instance"  # in a data folder: the instance its uid range is for
 
 
 def needed(config: Config, base: int | None = None) -> range:
@@ -68,10 +72,18 @@ def _locked(registry: Path):
 def _alive(entry: dict) -> bool:
     """Whether the data folder of an entry still holds that appliance."""
     try:
-        text = (Path(entry["data"]) / "salvus.conf").read_text()
-        return f"instance = {entry['instance']}\n" in text
+        data, instance = Path(entry["data"]), entry["instance"]
+        if (data / MARKER).is_file() and (data / MARKER).read_text().strip() == instance:
+            return True
+        return f"instance = {instance}\n" in (data / "salvus.conf").read_text()
     except (OSError, KeyError, TypeError):
         return False
+
+
+def _mark(data: Path, instance: str) -> None:
+    """The data folder holds its claim from now on (see the module's docstring)."""
+    with contextlib.suppress(OSError):  # a folder not made yet: salvus.conf will say
+        (data / MARKER).write_text(instance + "\n")
 
 
 def _overlaps(uids: range, entry: dict) -> bool:
@@ -98,6 +110,7 @@ def pick(data: Path, instance: str, size: int, registry: Path = REGISTRY) -> int
         base = _free_base([e for e in entries if e["data"] != str(data)], size)
         entries.append({"data": str(data), "instance": instance, "first": base,
                         "last": base + max(size, BLOCK) - 1})
+        _mark(data, instance)
     return base
 
 
@@ -119,3 +132,4 @@ def claim(data: Path, instance: str, uids: range, registry: Path = REGISTRY) -> 
             entries[:] = [*others, {"data": str(data), "instance": instance,
                                     "first": uids.start,
                                     "last": max(uids.stop - 1, uids.start + BLOCK - 1)}]
+        _mark(data, instance)
