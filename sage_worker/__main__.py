@@ -22,6 +22,7 @@ from sage_worker.engines import ENGINES, default_engine
 from sage_worker.isolation import MODES, IsolationError, Sandbox
 from sage_worker.limits import Limits
 from sage_worker.server import Settings, Worker, log
+from salvusctl import logline
 
 EXIT_CONFIG = 78  # sysexits' EX_CONFIG: supervisord does not retry it forever
 
@@ -120,6 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
     restart_with_clean_environment(argv)
+    # No secret of the worker's goes into the formatter: sessions are forked
+    # from this process and must find none in their memory.
+    logline.setup(args.name)
     try:
         limits = Limits.from_arguments(args)
     except ValueError as exc:

@@ -27,6 +27,7 @@ from sage_worker.output import (
     start_background,
     stdout_file,
 )
+from salvusctl import logline
 
 # errno values that mean a resource limit stopped the code (ENOSPC, EDQUOT:
 # the session's own disk quota)
@@ -46,6 +47,7 @@ class Executor:
         self.channel = channel
         self.engine = engine
         self.flush_c_stdio = flush_c_stdio
+        logline.forget()  # the worker's log lines are not this session's output
         self.stream = OutputStream(channel.send, output_cap)
         self.pump = FdPump(self.stream)
         self.namespace = engine.namespace()

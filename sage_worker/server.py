@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import shutil
 import signal
 import socket
-import sys
 import time
 import traceback
 import uuid
@@ -45,6 +45,7 @@ from sage_worker.protocol import ProtocolError
 from sage_worker.session import Execution, Session, State
 from sage_worker.sessionlog import LogBudget
 from sage_worker.system import System
+from salvusctl import logline
 
 MAX_QUEUE = 100
 OUTPUT_FIELDS = {
@@ -94,12 +95,9 @@ class Settings:
 
 
 def log(message: str) -> None:
-    """One line with its UTC time. A log sink that is gone costs the line, never
-    the worker."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-    with contextlib.suppress(OSError, ValueError):
-        sys.stderr.write(f"{stamp}Z {message}\n")
-        sys.stderr.flush()
+    """One line (salvusctl/logline.py). A log sink that is gone costs the
+    line, never the worker."""
+    logline.say(message, logging.ERROR if message.startswith("Error: ") else logging.INFO)
 
 
 def _await_end(child_end: socket.socket) -> None:

@@ -24,13 +24,12 @@ from pathlib import Path
 
 import psycopg2
 
-from salvusctl import registry
+from salvusctl import logline, registry
 
 
 def log(message: str) -> None:
-    stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    sys.stderr.write(f"{stamp} registry: {message}\n")
-    sys.stderr.flush()
+    """One line (salvusctl/logline.py); a sink that is gone costs the line."""
+    logline.say(message)
 
 
 def parse_tokens(text: str) -> dict[str, str]:
@@ -180,7 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dsn-file", required=True)
     parser.add_argument("--spool", required=True)
     parser.add_argument("--buffer", type=int, default=10000)
-    listener = Listener(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    logline.setup("registry", logline.secrets_in(Path(args.dsn_file)))
+    listener = Listener(args)
 
     def stop(_signum, _frame):
         listener.stopping = True

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import urllib.request
 
 import pytest
 
+from salvusctl import logline
+from salvusctl.config import load
 from tests import db
 from tests.helpers import alive, processes_of, run, wait_for
 
@@ -202,3 +206,34 @@ def test_programs_that_need_no_root_run_as_the_service_user(running):
         effective = int(next(line for line in f if line.startswith("CapEff:")).split()[1], 16)
     # chown, dac_read_search, kill, setgid, setuid, sys_admin: nothing else
     assert effective == sum(1 << cap for cap in (0, 2, 5, 6, 7, 21))
+
+
+def known_secrets(data) -> set[str]:
+    """Every secret the data folder holds: the database password, the web
+    secret, the CURVE secret keys."""
+    secrets = set(re.findall(r"password=(\S+)", (data / "secrets" / "dsn").read_text()))
+    secrets.add((data / "secrets" / "web_secret_key").read_text().strip())
+    for key in (data / "secrets" / "curve").glob("*.key_secret"):
+        secrets |= set(re.findall(r'secret-key = "([^"]+)"', key.read_text()))
+    return {s for s in secrets if s}
+
+
+def test_programs_log_one_structured_line_per_event_and_never_a_secret(running):
+    body = json.dumps({"code": "print('logged?')"}).encode()
+    port = load(running / "salvus.conf").get("web", "port")
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/execute", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert json.load(response)["stdout"] == "logged?\n"
+    secrets = known_secrets(running)
+    assert len(secrets) >= 4
+    for log in (running / "logs").glob("*.log"):
+        text = log.read_text(errors="replace")
+        leaked = [s for s in secrets if s in text]
+        assert not leaked, f"{log.name} holds a secret"
+    for program in ("web0", "worker0", "registry"):
+        lines = [logline.parse(line) for line in
+                 (running / "logs" / f"{program}.log").read_text().splitlines() if line]
+        ours = [line for line in lines if line is not None]
+        assert ours and all(line["program"] == program for line in ours)
+        assert all(line["time"].endswith("Z") and len(line["time"]) == 27 for line in ours)

@@ -7,10 +7,12 @@ monkey.patch_all()  # first, before anything imports socket or threading
 import argparse  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import gevent  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
 
+from salvusctl import logline  # noqa: E402
 from web import create_app, log  # noqa: E402
 from web.api import ApiLimits  # noqa: E402
 from web.db import make_cooperative  # noqa: E402
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-rate-per-ip", default=ApiLimits.rate_per_ip)
     parser.add_argument("--api-rate-total", default=ApiLimits.rate_total)
     args = parser.parse_args(argv)
+    logline.setup(args.name, logline.secrets_in(*(Path(f) for f in (args.dsn_file,
+                                                                     args.curve_key) if f)))
     make_cooperative()
     quotas = Quotas(args.sessions_per_browser, args.sessions_per_ip,
                     args.logs_mb, args.images_mb)
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     listener.listen(1024)
     server = WSGIServer(listener, app, log=None)
     gevent.signal_handler(signal.SIGTERM, server.stop)
-    log(f"{args.name}: serving http://{args.bind}:{args.port}/")
+    log(f"serving http://{args.bind}:{args.port}/")
     server.serve_forever()
     app.extensions["salvus"].stopped()
 

@@ -9,14 +9,13 @@ Building starts nothing: ``start()`` starts the frontend's greenlets
 from __future__ import annotations
 
 import dataclasses
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from flask import Flask, current_app
 
 from sage_worker import curve
+from salvusctl import logline
 from web import api, security
 from web.browsers import BrowserTable, Place
 from web.bus import Bus
@@ -28,12 +27,8 @@ from web.workers import WorkerPool
 
 
 def log(message: str) -> None:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-    try:
-        sys.stderr.write(f"{stamp}Z {message}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+    """One line (salvusctl/logline.py); a sink that is gone costs the line."""
+    logline.say(message)
 
 
 @dataclasses.dataclass
@@ -64,7 +59,7 @@ def services() -> Services:
 def build(app: Flask) -> Services:
     config = app.config
     name = config["NAME"]
-    say = lambda message: log(f"{name}: {message}")  # noqa: E731
+    say = log  # the line names the program
     db = Database(config["DSN_FILE"])
     manager = SessionManager(db, config["QUOTAS"], say)
     key = curve.load_pair(Path(config["CURVE_KEY"])) if config["CURVE_KEY"] else None
