@@ -26,6 +26,7 @@ from sage_worker.output import (
     StreamFile,
     start_background,
     stdout_file,
+    watch_spawns,
 )
 from salvusctl import logline
 
@@ -68,6 +69,7 @@ class Executor:
         signal.signal(signal.SIGINT, self._on_interrupt)
         engine.interrupt_compiled_code()
         start_background(self.stream, self.pump)
+        watch_spawns(self.stream, self.pump)
 
     def _on_interrupt(self, signum, frame) -> None:
         # Only user code is interrupted; an idle child ignores the signal.

@@ -24,6 +24,7 @@ import io
 import os
 import select
 import signal
+import sys
 import threading
 import time
 
@@ -132,6 +133,11 @@ class OutputStream:
     def _tagged(self) -> dict:
         return {"interact": self.tag} if self.tag else {}
 
+    def send_pending(self) -> None:
+        """Send the text drained so far (what stdout's buffer holds stays)."""
+        with self.lock:
+            self._flush_locked()
+
     def flush(self) -> None:
         """Send every byte of text written so far."""
         self.drain_buffered()
@@ -230,6 +236,7 @@ class FdPump:
         self.readers: dict[int, tuple[str, codecs.IncrementalDecoder]] = {}
         self.poller = select.poll()
         self.last_poll = 0.0
+        self.spawned = False  # a process started since stdout was last drained
         for fd, name in ((1, "stdout"), (2, "stderr")):
             read_end, write_end = os.pipe()
             os.dup2(write_end, fd)
@@ -251,7 +258,27 @@ class FdPump:
             self.drain(from_main_thread=True)
 
     def drain(self, from_main_thread: bool) -> None:
-        self.stream.drain_buffered()  # what stdout has waiting was written first
+        """What stdout has waiting was written before what the pipes hold,
+        unless a process was started since stdout was last drained (see
+        ``watch_spawns``): then the pipes' text, being that process's, came
+        first."""
+        pipes_first = self.spawned
+        if from_main_thread:
+            # Only the session's own thread knows its order: the pump cannot
+            # tell whether a started process is done writing.
+            self.spawned = False
+        if pipes_first:
+            self._read_pipes(from_main_thread)
+        self.stream.drain_buffered()
+        self._read_pipes(from_main_thread)
+
+    def before_spawn(self) -> None:
+        """A process is about to start: what is in the pipes (an earlier
+        process's), then stdout's buffered text, go first."""
+        self.drain(from_main_thread=True)
+        self.spawned = True
+
+    def _read_pipes(self, from_main_thread: bool) -> None:
         with self.lock:
             for fd, (name, decoder) in self.readers.items():
                 while True:
@@ -262,6 +289,29 @@ class FdPump:
                     if not data:
                         break
                     self.stream.write(name, decoder.decode(data), from_main_thread)
+
+
+# Audit events of the session starting a process (os.system, subprocess,
+# fork, exec): what it prints goes to the pipes, not through stdout's buffer.
+SPAWNS = frozenset({"os.system", "subprocess.Popen", "os.posix_spawn", "os.spawn", "os.fork",
+                    "os.forkpty", "os.exec", "pty.spawn"})
+
+
+def watch_spawns(stream: OutputStream, pump: FdPump) -> None:
+    """Keep a started process's output in its place: stdout's buffered text
+    goes out before the process starts (a forked child no longer repeats
+    it either), and the next drain reads the pipes first, since what the
+    process wrote came before what the session prints after it ends."""
+    main, pid = threading.main_thread().ident, os.getpid()
+
+    def hook(event: str, _args) -> None:
+        # Not in a forked child about to exec (pexpect's closes every
+        # descriptor first): the session's own process only.
+        if event in SPAWNS and threading.get_ident() == main and os.getpid() == pid:
+            with contextlib.suppress(OSError):  # never the reason a spawn fails
+                pump.before_spawn()
+
+    sys.addaudithook(hook)
 
 
 INTERRUPTS = {signal.SIGINT, signal.SIGALRM}
@@ -291,7 +341,8 @@ def start_background(stream: OutputStream, pump: FdPump) -> None:
             now = time.monotonic()
             if stream.execution is None or now - flushed >= MAX_DELAY:
                 if stream.execution is not None:
-                    stream.flush()
+                    pump.drain(from_main_thread=False)  # in its order, see FdPump.drain
+                    stream.send_pending()
                 flushed = now
 
     threading.Thread(target=loop, name="salvus-output", daemon=True).start()

@@ -618,3 +618,15 @@ def test_an_execution_not_direct_is_only_published(worker_factory):
         published.append(_published(sub))
     assert [m["type"] for m in published] == ["queued", "running", "stream", "done"]
     assert not client.sock.poll(300)  # nothing came to the asker itself
+
+
+def test_a_subprocess_s_output_keeps_its_place_between_prints(client, session):
+    # The subprocess writes to the pipe while the prints around it wait in
+    # stdout's buffer: each must still come out where it was made.
+    code = ("import os, subprocess\n"
+            "for i in range(20):\n"
+            "    print(f'p{i}')\n"
+            "    os.system(f'echo s{i}')\n"
+            "    subprocess.run(['echo', f'r{i}'])\n")
+    result = client.run(session, code)
+    assert result.stdout == "".join(f"p{i}\ns{i}\nr{i}\n" for i in range(20))
