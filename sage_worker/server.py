@@ -507,6 +507,7 @@ class Worker:
         self.sessions[session.id] = session
         self.refill_due = True
         self.watch_changed = True
+        logline.say(f"session started (pid {session.pid}, uid {session.uid})", session=session.id)
         return session
 
     def _fork_session(self, run: Callable[[socket.socket], None] | None = None,
@@ -900,6 +901,7 @@ class Worker:
             del self.sessions[session.id]
             self.budget.used -= session.log.bytes
             self.ended[session.id] = session.end_reason or "crashed"
+            logline.say(f"session ended ({self.ended[session.id]})", session=session.id)
             while len(self.ended) > ENDED_KEPT:
                 self.ended.popitem(last=False)
         if session in self.spares:

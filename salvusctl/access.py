@@ -62,10 +62,10 @@ def secure(data: DataDir, service: Account | None) -> None:
         own(program, 0o600)
     own(data.workers_file, 0o640, by_group=True)
     own(data.run, 0o700)
-    own(data.logs, 0o700)
+    own(data.logs, 0o750, by_group=True)  # the log shipper reads them
     own(data.secrets, 0o750, by_group=True)
     own(data.pgpass, 0o600)  # salvusctl's own; libpq refuses one its group may read
-    for readable in (data.dsn_file, data.web_secret, data.web_key):
+    for readable in (data.dsn_file, data.log_dsn_file, data.web_secret, data.web_key):
         own(readable, 0o640, by_group=True)
     own(data.curve, 0o750, by_group=True)
     own(data.worker_key, 0o600)

@@ -131,6 +131,7 @@ def _create(data: DataDir, raw: dict, say: Say) -> None:
     if config.embedded_db:
         config = _create_cluster(data, raw, config, service, say)
     data.dsn_file.write_text(postgres.program_dsn(data, config) + "\n")
+    data.log_dsn_file.write_text(postgres.log_program_dsn(data, config) + "\n")
     data.web_secret.write_text(secrets.token_hex(32) + "\n")
     access.ensure_keys(data)
     configfile.write(data.config_file, raw)
@@ -185,6 +186,8 @@ def _create_cluster(data: DataDir, raw: dict, config: configfile.Config,
         postgres.wait_ready(postgres.embedded_dsn(data, config, "postgres"))
         postgres.ensure_database(data, config)
         _migrate(dsn, say)
+        if not config.get("logs", "dsn"):
+            _migrate_logs(dsn, say)
     return config
 
 
@@ -213,6 +216,15 @@ def _migrate(dsn: str, say: Say) -> None:
         say("database schema is up to date")
 
 
+def _migrate_logs(dsn: str, say: Say) -> None:
+    """The log table's series (sql/logs/) in the log database."""
+    conn = postgres.connect(dsn)
+    try:
+        migrate.migrate(conn, sql_dir() / "logs", say, ledger=migrate.LOG_LEDGER)
+    finally:
+        conn.close()
+
+
 # ---------------------------------------------------------------- running
 
 
@@ -231,6 +243,10 @@ class Appliance:
     @property
     def dsn(self) -> str:
         return postgres.dsn(self.data, self.config)
+
+    @property
+    def log_dsn(self) -> str:
+        return postgres.log_dsn(self.data, self.config)
 
     def url(self) -> str:
         return programs.web_url(self.config, self.config.get("web", "port"))
@@ -263,6 +279,7 @@ class Appliance:
             postgres.wait_ready(postgres.embedded_dsn(self.data, self.config, "postgres"))
             postgres.ensure_database(self.data, self.config)
         _migrate(self.dsn, self.say)
+        self._migrate_logs()
         self._start([p for p in chosen if p.name != "postgres"])
         self._wait_healthy([p for p in chosen if p.kind == "web"])
         self._confirm([p.name for p in chosen])
@@ -277,9 +294,11 @@ class Appliance:
                 raise ConfigError("this data folder has no session uids yet; run "
                                   "`salvusctl init --force` as root to choose them")
             uids.claim(self.data.root, self.instance, uids.needed(self.config))
-        dsn = postgres.program_dsn(self.data, self.config) + "\n"
-        if not self.data.dsn_file.exists() or self.data.dsn_file.read_text() != dsn:
-            self.data.dsn_file.write_text(dsn)
+        for path, dsn in ((self.data.dsn_file, postgres.program_dsn(self.data, self.config)),
+                          (self.data.log_dsn_file,
+                           postgres.log_program_dsn(self.data, self.config))):
+            if not path.exists() or path.read_text() != dsn + "\n":
+                path.write_text(dsn + "\n")
         if programs.out_of_date(self.data, self.config, service):
             # salvus.conf (or salvus itself) changed since the files were made.
             written = programs.render_all(self.data, self.config, service)
@@ -552,3 +571,13 @@ class Appliance:
     def migrate(self) -> None:
         self._require_database(self.states())
         _migrate(self.dsn, self.say)
+        _migrate_logs(self.log_dsn, self.say)
+
+    def _migrate_logs(self) -> None:
+        """A log database that is away does not keep anything from starting:
+        the shipper holds the lines until it is back (and migrated)."""
+        try:
+            _migrate_logs(self.log_dsn, self.say)
+        except DatabaseError as exc:
+            self.say(f"note: the log database is not reachable ({exc.message}); the "
+                     "programs start, and the shipper keeps their lines until it is")

@@ -228,6 +228,21 @@ SCHEMA: tuple[Key, ...] = (
     Key("registry", "buffer", lambda: "10000", _int_in(10, 10_000_000),
         "Events the registry listener holds while the database is away; the\n"
         "oldest are dropped (and counted in its log) beyond it."),
+    Key("logs", "dsn", lambda: "", _text,
+        "libpq connection string of the database that keeps the logs (the table\n"
+        "log). Empty: the appliance's database. Its own database spreads the load\n"
+        "of many hosts' logs; `salvusctl start` applies the log migrations to it."),
+    Key("logs", "file_mb", lambda: "10", _int_in(1, 1024),
+        "Size in MB at which a program's log file is rotated (web0.log becomes\n"
+        "web0.log.1). The files are also the shipper's spool while the log\n"
+        "database is away."),
+    Key("logs", "file_backups", lambda: "5", _int_in(1, 100),
+        "Rotated files kept per program. A program's lines not yet in the log\n"
+        "table when its oldest file goes are dropped, and the shipper writes how\n"
+        "many in a line of its own: (file_backups + 1) * file_mb is the spool\n"
+        "per program."),
+    Key("logs", "keep_days", lambda: "30", _int_in(1, 36500),
+        "Days rows stay in the log table; older ones are removed in batches."),
 )
 
 HEADER = """\

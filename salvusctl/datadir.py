@@ -8,7 +8,7 @@
       run/                   supervisord's socket and pid file
       var/                   what the service user's programs write (registry spool)
       logs/                  supervisord's and every program's log
-      secrets/               database password file, DSN, web secret key,
+      secrets/               database password file, DSNs, web secret key,
       secrets/curve/         CURVE keys of workers and frontends, allowed clients
       sessions/              where each session's own files are mounted
       pg/                    the embedded PostgreSQL cluster (data/, run/)
@@ -50,6 +50,7 @@ class DataDir:
     secrets = property(lambda self: self.root / "secrets")
     pgpass = property(lambda self: self.secrets / "pgpass")
     dsn_file = property(lambda self: self.secrets / "dsn")
+    log_dsn_file = property(lambda self: self.secrets / "log_dsn")
     web_secret = property(lambda self: self.secrets / "web_secret_key")
     curve = property(lambda self: self.secrets / "curve")
     worker_key = property(lambda self: self.curve / "worker.key_secret")

@@ -1,9 +1,11 @@
 """Plain-SQL migrations: ``sql/NNN_name.sql`` applied in order, once each.
 
-Each file runs in its own transaction together with its row in
-``schema_migrations`` (version, name, sha256 of the file, time), so a file is
-either applied and recorded or not at all. An applied file that changed since
-is refused. A session-level advisory lock serializes concurrent runs.
+Each file runs in its own transaction together with its row in the series'
+ledger (``schema_migrations``; version, name, sha256 of the file, time), so a
+file is either applied and recorded or not at all. ``sql/logs/`` is a series
+of its own (ledger ``log_schema_migrations``), applied to the log database.
+An applied file that changed since is refused. A session-level advisory lock
+serializes concurrent runs.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ FILENAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 # An arbitrary constant shared by every salvusctl: "salvus" in ASCII.
 LOCK_KEY = 0x73616C767573
 
+LEDGER = "schema_migrations"
+LOG_LEDGER = "log_schema_migrations"
 BOOTSTRAP = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
+CREATE TABLE IF NOT EXISTS {ledger} (
     version    integer PRIMARY KEY,
     name       text NOT NULL,
     checksum   text NOT NULL,
@@ -65,15 +69,15 @@ def discover(folder: Path) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-def applied(conn) -> dict[int, tuple[str, str]]:
+def applied(conn, ledger: str = LEDGER) -> dict[int, tuple[str, str]]:
     with conn.cursor() as cur:
-        cur.execute("SELECT version, name, checksum FROM schema_migrations")
+        cur.execute(f"SELECT version, name, checksum FROM {ledger}")
         return {v: (n, c) for v, n, c in cur.fetchall()}
 
 
-def pending(conn, migrations: list[Migration]) -> list[Migration]:
+def pending(conn, migrations: list[Migration], ledger: str = LEDGER) -> list[Migration]:
     """Migrations still to run; refuse when an applied file was edited."""
-    done = applied(conn)
+    done = applied(conn, ledger)
     for m in migrations:
         if m.version in done and done[m.version][1] != m.checksum:
             raise MigrationError(
@@ -83,21 +87,23 @@ def pending(conn, migrations: list[Migration]) -> list[Migration]:
     return [m for m in migrations if m.version not in done]
 
 
-def migrate(conn, folder: Path, say: Callable[[str], None] = lambda _: None) -> list[Migration]:
-    """Apply every pending migration; return those applied by this call."""
+def migrate(conn, folder: Path, say: Callable[[str], None] = lambda _: None,
+            ledger: str = LEDGER) -> list[Migration]:
+    """Apply every pending migration of ``folder`` (its series is recorded in
+    the table ``ledger``); return those applied by this call."""
     migrations = discover(folder)
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
     try:
         with conn.cursor() as cur:
-            cur.execute(BOOTSTRAP)
+            cur.execute(BOOTSTRAP.format(ledger=ledger))
         conn.autocommit = False
-        todo = pending(conn, migrations)
+        todo = pending(conn, migrations, ledger)
         conn.rollback()
         for m in todo:
             say(f"applying migration {m.path.name}")
-            _apply(conn, m)
+            _apply(conn, m, ledger)
         return todo
     finally:
         conn.rollback()
@@ -106,12 +112,12 @@ def migrate(conn, folder: Path, say: Callable[[str], None] = lambda _: None) -> 
             cur.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
 
 
-def _apply(conn, m: Migration) -> None:
+def _apply(conn, m: Migration, ledger: str) -> None:
     try:
         with conn.cursor() as cur:
             cur.execute(m.sql)
             cur.execute(
-                "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                f"INSERT INTO {ledger} (version, name, checksum) VALUES (%s, %s, %s)",
                 (m.version, m.name, m.checksum),
             )
         conn.commit()

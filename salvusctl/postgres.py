@@ -183,3 +183,13 @@ def program_dsn(data: DataDir, config: Config) -> str:
 
 def dsn(data: DataDir, config: Config) -> str:
     return embedded_dsn(data, config) if config.embedded_db else config.get("database", "dsn")
+
+
+def log_program_dsn(data: DataDir, config: Config) -> str:
+    """The DSN of the log database, as the shipper reads it (see program_dsn)."""
+    return config.get("logs", "dsn") or program_dsn(data, config)
+
+
+def log_dsn(data: DataDir, config: Config) -> str:
+    """The DSN of the log database, as salvusctl uses it."""
+    return config.get("logs", "dsn") or dsn(data, config)

@@ -1,7 +1,8 @@
 """The supervisord programs of one data folder, and their rendered files.
 
 Names are stable and say what a program is: ``postgres`` (embedded database
-only), ``registry`` (the component-registry event listener), ``web0``...,
+only), ``registry`` (the component-registry event listener), ``shipper``
+(puts the log files' lines into the log table), ``web0``...,
 ``worker0``.... Each is its own supervisord group, so every one of them can be
 started, stopped and restarted alone. A kind name (``web``, ``worker``)
 stands for all programs of that kind on the command line.
@@ -28,7 +29,8 @@ from salvusctl.errors import ConfigError, UnknownProgram
 from salvusctl.resources import templates_dir
 
 # Start in this order; stop in the reverse one (database last).
-START_ORDER = {"postgres": 0, "registry": 1, "memcached": 1, "worker": 2, "web": 3}
+START_ORDER = {"postgres": 0, "registry": 1, "shipper": 1, "memcached": 1, "worker": 2,
+               "web": 3}
 
 
 def kind_of(name: str) -> str:
@@ -78,6 +80,7 @@ def plan(data: DataDir, config: Config, service: Account | None) -> list[Program
         "instance": config.get("salvus", "instance"),
         "host": config.get("salvus", "host"),
         "dsn_file": str(data.dsn_file),
+        **log_rotation(config),
     }
     found: list[Program] = []
     if config.embedded_db:
@@ -104,6 +107,11 @@ def plan(data: DataDir, config: Config, service: Account | None) -> list[Program
     found.append(Program("registry", "registry.conf.in", {
         **common, "name": "registry", "spool": str(data.registry_spool),
         "buffer": str(config.get("registry", "buffer")), "launcher": launcher,
+    }))
+    found.append(Program("shipper", "shipper.conf.in", {
+        **common, "name": "shipper", "launcher": launcher,
+        "log_dsn_file": str(data.log_dsn_file),
+        "keep_days": str(config.get("logs", "keep_days")),
     }))
     for i in range(config.get("worker", "count")):
         port = config.get("worker", "port") + i
@@ -133,6 +141,12 @@ def plan(data: DataDir, config: Config, service: Account | None) -> list[Program
     _check_ports_distinct([*found, Program("salvusctl message", "", {},
                                            (config.get("web", "bus_port"),))])
     return found
+
+
+def log_rotation(config: Config) -> dict[str, str]:
+    """supervisord's rotation of every log file, from [logs]."""
+    return {"log_bytes": f"{config.get('logs', 'file_mb')}MB",
+            "log_backups": str(config.get("logs", "file_backups"))}
 
 
 def bus_port(config: Config, index: int) -> int:
@@ -251,6 +265,7 @@ def rendered(data: DataDir, config: Config, service: Account | None) -> dict[Pat
         "data": str(data.root), "sock": str(data.supervisor_sock),
         "pidfile": str(data.supervisor_pid), "logs": str(data.logs),
         "programs": str(data.programs_dir), "instance": config.get("salvus", "instance"),
+        **log_rotation(config),
     })}
     # The frontends watch this file: workers added or removed take effect
     # without restarting them.

@@ -17,7 +17,7 @@ from tests.helpers import alive, processes_of, run, wait_for
 
 pytestmark = pytest.mark.slow
 
-PROGRAMS = ["postgres", "memcached", "registry", "worker0", "worker1", "web0"]
+PROGRAMS = ["postgres", "memcached", "registry", "shipper", "worker0", "worker1", "web0"]
 
 
 def status(data) -> dict[str, dict]:
@@ -200,7 +200,7 @@ def test_programs_that_need_no_root_run_as_the_service_user(running):
         pytest.skip("a service user is only used as root")
     users = {name: row["user"] for name, row in status(running).items()}
     assert users == {"postgres": "salvus", "memcached": "salvus", "registry": "salvus",
-                     "worker0": "root", "worker1": "root", "web0": "salvus"}
+                     "shipper": "salvus", "worker0": "root", "worker1": "root", "web0": "salvus"}
     worker = status(running)["worker0"]["pid"]
     with open(f"/proc/{worker}/status") as f:
         effective = int(next(line for line in f if line.startswith("CapEff:")).split()[1], 16)

@@ -63,8 +63,8 @@ def plan_for(make_folder, **overrides):
 
 def test_plan_names_every_program_in_start_order(make_folder):
     found = plan_for(make_folder, web__count=2, worker__count=3)
-    assert [p.name for p in found] == ["postgres", "memcached", "registry", "worker0",
-                                       "worker1", "worker2", "web0", "web1"]
+    assert [p.name for p in found] == ["postgres", "memcached", "registry", "shipper",
+                                       "worker0", "worker1", "worker2", "web0", "web1"]
     # HTTP, then the bus publisher (bus_port itself is salvusctl message's)
     assert [p.ports for p in found if p.kind == "web"] == [(8080, 8481), (8081, 8482)]
 

@@ -37,7 +37,7 @@ from tests.web_client import Browserish, Frontend
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="isolation full needs root")]
-PROGRAMS = ("postgres", "memcached", "registry", "worker0", "worker1", "web0")
+PROGRAMS = ("postgres", "memcached", "registry", "shipper", "worker0", "worker1", "web0")
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def test_two_data_folders_both_run(make_folder):
         run(first, "start")
         run(second, "start")
         a, b = pids(first), pids(second)
-        assert set(a) == set(b) == {"postgres", "memcached", "registry",
+        assert set(a) == set(b) == {"postgres", "memcached", "registry", "shipper",
                                        "worker0", "web0"}
         assert not set(a.values()) & set(b.values())
         # Each registry sees only its own instance's programs, with its own pids.

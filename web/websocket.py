@@ -9,6 +9,7 @@ from flask import Blueprint, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
+from salvusctl import logline
 from web import wire
 from web.frames import whole_frames
 from web.pages import BROWSER_COOKIE
@@ -55,6 +56,7 @@ def serve_browser(ws, manager: SessionManager, browser: str, ip: str) -> None:
     finally:
         if session is not None:
             session.detach(connection)
+            logline.say("a page left the session", session=session.id, browser=browser)
         manager.disconnected(connection)
         connection.close()
         _hang_up(ws)
@@ -92,6 +94,7 @@ def _dispatch(message: dict, connection: Connection, session: Session | None,
             session.detach(connection)
         chosen.attach(connection, message.get("last_seq", 0))
         manager.following(connection, chosen)
+        logline.say(f"a page from {ip} opened the session", session=chosen.id, browser=browser)
         return chosen
     if kind == "close":
         manager.close_for(browser, message["session"])
