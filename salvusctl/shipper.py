@@ -228,9 +228,10 @@ def log_files(folder: Path) -> dict[str, list[Path]]:
 # ---------------------------------------------------------------- database
 
 
-def wait(conn, deadline: float) -> None:
+def wait(conn, timeout: float) -> None:
     """Drive an asynchronous connection until its call is done, or raise
-    DatabaseAway at ``deadline`` (monotonic)."""
+    DatabaseAway after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
             state = conn.poll()
@@ -240,7 +241,7 @@ def wait(conn, deadline: float) -> None:
             return
         left = deadline - time.monotonic()
         if left <= 0:
-            raise DatabaseAway(f"no answer within {CALL_TIMEOUT:.0f}s")
+            raise DatabaseAway(f"no answer within {timeout:g}s")
         readers = [conn.fileno()] if state == psycopg2.extensions.POLL_READ else []
         writers = [conn.fileno()] if state == psycopg2.extensions.POLL_WRITE else []
         select.select(readers, writers, [], left)
@@ -254,17 +255,22 @@ class Database:
     """The log database through one asynchronous connection, every call
     with a deadline."""
 
-    def __init__(self, dsn_file: Path):
+    def __init__(self, dsn_file: Path, timeout: float = CALL_TIMEOUT):
         self.dsn_file = dsn_file
+        self.timeout = timeout
         self.conn = None
 
     def open(self) -> None:
         try:
             dsn = self.dsn_file.read_text().strip()
-            self.conn = psycopg2.connect(dsn, async_=True, connect_timeout=int(CALL_TIMEOUT))
+            self.conn = psycopg2.connect(dsn, async_=True)
         except (OSError, psycopg2.Error) as exc:
             raise DatabaseAway(first_line(exc)) from None
-        wait(self.conn, time.monotonic() + CALL_TIMEOUT)
+        try:
+            wait(self.conn, self.timeout)
+        except DatabaseAway:
+            self.close()
+            raise
 
     def run(self, sql: str, params=None) -> list[tuple]:
         """One call (several statements may make one transaction); its rows."""
@@ -273,7 +279,7 @@ class Database:
         try:
             cursor = self.conn.cursor()
             cursor.execute(sql, params)
-            wait(self.conn, time.monotonic() + CALL_TIMEOUT)
+            wait(self.conn, self.timeout)
             return cursor.fetchall() if cursor.description else []
         except DatabaseAway:
             self.close()
