@@ -19,12 +19,21 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 from salvusctl import logline, logrecords, shipper
 from salvusctl.config import load
 from tests import db
-from tests.helpers import alive, run, running_pid, started_appliance, wait_for
+from tests.helpers import (
+    alive,
+    edit_config,
+    free_base_port,
+    run,
+    running_pid,
+    started_appliance,
+    wait_for,
+)
 from tests.web_client import Browserish, Frontend
 
 HEADLESS = datetime(1970, 1, 1, tzinfo=UTC)  # a first line without a time of its own
@@ -210,3 +219,46 @@ def test_kill_9_of_the_shipper_loses_and_repeats_nothing(appliance):
     wait_for(lambda: running_pid(data, "shipper"), timeout=30, what="the shipper to run")
     wait_shipped(data)
     assert db.query(data, "SELECT count(*) FROM log WHERE program = 'flood'")[0][0] == 100_000
+
+
+def test_logs_may_live_in_a_database_of_their_own_that_may_be_away(make_folder):
+    """[logs] dsn: another database. Away when the appliance starts: it
+    starts anyway, and the lines wait in their files until it is there."""
+    data = make_folder("salvus-logdb-") / "data"
+    run(data, "init", "--base-port", str(free_base_port()))
+    try:
+        edit_config(data, {("logs", "dsn"): "host=127.0.0.1 port=1 dbname=none user=none"})
+        started = run(data, "start").stdout
+        assert "note: the log database is not reachable" in started
+        assert "Salvus is running" in started
+        wait_for(lambda: "log database not reachable" in (data / "logs" / "shipper.log")
+                 .read_text(), what="the shipper to say the database is away")
+        own = (data / "secrets" / "dsn").read_text().strip().replace("dbname=salvus",
+                                                                       "dbname=logs")
+        conn = db.connect(data)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("CREATE DATABASE logs")
+        finally:
+            conn.close()
+        edit_config(data, {("logs", "dsn"): own})
+        assert "applying migration 001_log.sql" in run(data, "start").stdout
+
+        def rows_there() -> set[str]:
+            conn = psycopg2.connect(own)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT DISTINCT program FROM log")
+                    return {program for (program,) in cur.fetchall()}
+            finally:
+                conn.close()
+
+        # web0 said "serving" while the database was away: that line arrives too.
+        wait_for(lambda: {"web0", "worker0", "shipper"} <= rows_there(), timeout=60,
+                 what="the lines in the log database")
+        assert db.query(data, "SELECT count(*) FROM log") == [(0,)]  # not in the main one
+        password = own.split("password=")[1].split()[0]
+        for log in (data / "logs").glob("*.log"):
+            assert password not in log.read_text(errors="replace"), log.name
+    finally:
+        run(data, "stop", check=False)
