@@ -91,6 +91,7 @@ class Piece:
     stream: Stream
     lines: list[bytes]
     end_index: int
+    end_inode: int  # the file it ends in (the index changes when files go)
     end_position: int
     per_file: dict[int, int]
 
@@ -182,7 +183,7 @@ class Stream:
                 end, carry = (index, position), b""
         if not lines:
             return None
-        return Piece(self, lines, end[0], end[1], per_file)
+        return Piece(self, lines, end[0], self.files[end[0]].inode, end[1], per_file)
 
     def advance(self, index: int, position: int) -> None:
         for held in self.files[:index]:
@@ -408,8 +409,8 @@ class Shipper:
         for piece in self.uncertain.pieces:
             cursor = self.cursors.get(piece.stream.name)
             held = {f.inode for f in piece.stream.files}
-            committed = cursor is not None and cursor[1] == piece.end_position and (
-                cursor[0] == piece_end_inode(piece))
+            committed = cursor is not None and cursor[:2] == (piece.end_inode,
+                                                              piece.end_position)
             if committed:
                 piece.stream.dropped -= sum(n for inode, n in piece.per_file.items()
                                             if inode not in held)
@@ -450,7 +451,7 @@ class Shipper:
         columns["at"] = [at.isoformat() for at in columns["at"]]
         params = {**columns, "instance": self.instance, "me": self.host,
                   "streams": [p.stream.name for p in pieces],
-                  "inodes": [piece_end_inode(p) for p in pieces],
+                  "inodes": [p.end_inode for p in pieces],
                   "positions": [p.end_position for p in pieces],
                   "heads": [psycopg2.Binary(p.stream.files[p.end_index].head()) for p in pieces]}
         self.uncertain = Uncertain(pieces)
@@ -522,10 +523,6 @@ class Shipper:
         for stream in self.streams.values():
             stream.close()
         self.db.close()
-
-
-def piece_end_inode(piece: Piece) -> int:
-    return piece.stream.files[piece.end_index].inode
 
 
 def main(argv: list[str] | None = None) -> None:

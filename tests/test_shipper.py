@@ -315,3 +315,52 @@ def test_rows_older_than_keep_days_go_in_batches(folder, log_db, shippers):
     assert steps == 10  # 1000 rows, 100 at a time (the eleventh finds none)
     left = Counter(query(log_db, "SELECT host, message = 'young' FROM log"))
     assert left == Counter({("otherhost", False): 1000, (HOST, True): 1})
+
+
+class LosesOneReply(shipper.Database):
+    """The real database, but the answer to one batch is lost after the
+    server committed it (the connection broke at the worst moment)."""
+
+    armed = False
+
+    def run(self, sql: str, params=None) -> list[tuple]:
+        rows = super().run(sql, params)
+        if self.armed and sql is shipper.INSERT:
+            self.armed = False
+            self.close()
+            raise shipper.DatabaseAway("connection lost before the reply")
+        return rows
+
+
+def test_a_batch_whose_reply_was_lost_is_neither_repeated_nor_counted_dropped(
+        folder, log_db, programs, shippers):
+    said = io.StringIO()
+    logline.setup("shipper", stream=said)
+    try:
+        app = programs("app", max_bytes=1500, backups=1)
+        dsn_file = folder.parent / "log_dsn"
+        dsn_file.write_text(log_db + "\n")
+        ship = shippers(shipper.Shipper(folder, LosesOneReply(dsn_file, 5.0), INSTANCE, HOST,
+                                        30))
+        lines = [app.line(f"first {i}") for i in range(10)]
+        ship_all(ship)
+        lines += [app.line(f"second {i}") for i in range(10)]
+        ship.db.armed = True
+        assert ship.step() is False  # committed, but the shipper cannot know
+        assert ship.uncertain is not None
+        # Before it learns, the file those lines are in is rotated away.
+        lines += [app.line(f"third {i}") for i in range(60)]
+        ship.look()
+        ship.next_try = 0
+        ship_all(ship)
+    finally:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h.formatter,
+                                                               logline.LineFormatter)]:
+            root.removeHandler(handler)
+    shipped = messages(log_db, "app")
+    reported = [line for line in said.getvalue().splitlines() if "| dropped " in line]
+    dropped = sum(int(line.split("| dropped ")[1].split()[0]) for line in reported)
+    assert len(shipped) == len(set(shipped)), "a line arrived twice"
+    assert shipped[:20] == [logline.parse(line)["message"] for line in lines[:20]]
+    assert dropped + len(shipped) == len(lines), (dropped, len(shipped), said.getvalue())
