@@ -1,4 +1,4 @@
-"""``salvusctl``: init, start, stop, restart, status, check, message, db migrate.
+"""``salvusctl``: init, start, stop, restart, status, check, message, logs, db migrate.
 
 State travels in a ``Context`` object (click's ``obj``); errors are
 ``SalvusError`` subclasses, which click's ``Command.main`` prints as one
@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import click
 
-from salvusctl import __version__
+from salvusctl import __version__, logview
 from salvusctl.appliance import Appliance
 from salvusctl.appliance import init as init_data
 from salvusctl.datadir import default_path
@@ -163,6 +164,29 @@ def message(obj: Context, to: str, text: str) -> None:
     for name in outcome.silent:
         click.echo(f"note: {name} did not answer (not running?); browsers on it did not "
                    "get the message")
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--since", metavar="TIME", callback=logview.since_option,
+              help="Only lines from TIME on: '2026-12-02 17:40', today, yesterday, 10m, "
+                   "2h, 3d, '10 min ago'.")
+@click.option("--level", "levels", metavar="LEVEL", callback=logview.level_option,
+              help="Only LEVEL and more severe: debug, info, warning, error, critical.")
+@click.option("--session", metavar="ID", help="Only the lines of this session.")
+@click.option("-f", "--follow", is_flag=True,
+              help="Print the last lines, then each new one as it comes (Ctrl-C ends).")
+@click.option("-n", "--lines", type=click.IntRange(0), metavar="N",
+              help="Only the last N lines (10 when following).")
+@click.option("--no-pager", is_flag=True, help="Print straight out, not through a pager.")
+@pass_context
+def logs(obj: Context, names: tuple[str, ...], since: datetime | None, levels: tuple[str, ...],
+         session: str | None, follow: bool, lines: int | None, no_pager: bool) -> None:
+    """Show the programs' log lines (all by default; a kind such as 'web' names
+    every frontend), oldest first. Read from the log table, or from the files in
+    DATA/logs when its database is away."""
+    filters = logview.Filters(names, since, levels, session)
+    logview.show(obj.appliance(), filters, follow=follow, lines=lines, pager=not no_pager)
 
 
 @cli.group()
