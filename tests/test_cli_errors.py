@@ -20,7 +20,7 @@ def assert_one_line_error(result, code: int, *words: str) -> None:
 
 def test_help_lists_the_commands(data_path):
     result = run(data_path, "--help")
-    for command in ("init", "start", "stop", "restart", "status", "check", "db"):
+    for command in ("init", "start", "stop", "restart", "status", "check", "logs", "db"):
         assert f"  {command} " in result.stdout
 
 
@@ -50,7 +50,7 @@ def test_init_force_rerenders_from_the_edited_config(initialized):
 def test_every_rendered_key_is_documented(initialized):
     rendered = [initialized / "etc/supervisord.conf",
                 *sorted((initialized / "etc/supervisord.d").glob("*.conf"))]
-    assert len(rendered) == 6
+    assert len(rendered) == 7
     for path in rendered:
         text = path.read_text()
         assert "$" not in text, path
