@@ -49,11 +49,11 @@ import psycopg2.extensions
 from salvusctl import logrecords
 from salvusctl.errors import DatabaseError, SalvusError, UnknownProgram
 from salvusctl.logrecords import LEVELS, Record
+from salvusctl.shipper import CHANNEL  # NOTIFY'd with each batch
 
 if TYPE_CHECKING:
     from salvusctl.appliance import Appliance
 
-CHANNEL = "salvus_log"  # the shipper's NOTIFY channel
 PAGE = 2000  # rows per query when reading the table through
 FOLLOW_LINES = 10  # rows printed before following, unless --lines says
 POLL = 1.0  # seconds between looks at the table when no notification comes

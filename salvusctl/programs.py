@@ -266,6 +266,8 @@ def rendered(data: DataDir, config: Config, service: Account | None) -> dict[Pat
         "pidfile": str(data.supervisor_pid), "logs": str(data.logs),
         "programs": str(data.programs_dir), "instance": config.get("salvus", "instance"),
         **log_rotation(config),
+        "user_line": "user = root" if service is not None else
+                     "; user: not set; supervisord runs as the admin who started it",
     })}
     # The frontends watch this file: workers added or removed take effect
     # without restarting them.

@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import random
+import select
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -26,6 +28,7 @@ from salvusctl import logline, logrecords, shipper
 from salvusctl.config import load
 from tests import db
 from tests.helpers import (
+    SALVUSCTL,
     alive,
     edit_config,
     free_base_port,
@@ -262,3 +265,37 @@ def test_logs_may_live_in_a_database_of_their_own_that_may_be_away(make_folder):
             assert password not in log.read_text(errors="replace"), log.name
     finally:
         run(data, "stop", check=False)
+
+
+def test_logs_follow_shows_a_new_line_within_a_second_of_its_writing(appliance):
+    data, port = appliance
+    follow = subprocess.Popen([*SALVUSCTL, "--data", str(data), "logs", "-f", "-n", "1", "web0"],
+                              stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    browser = None
+    try:
+        def next_line(timeout: float) -> str:
+            readable, _, _ = select.select([follow.stdout], [], [], timeout)
+            assert readable, f"logs -f printed nothing within {timeout}s"
+            return follow.stdout.readline()
+
+        assert "web0[" in next_line(30)  # the last row so far: it follows from here
+        browser = Browserish(Frontend(port), "browser=follower")
+        browser.open()
+        wait_for(lambda: "browser=follower" in (data / "logs" / "web0.log").read_text(),
+                 timeout=30, what="web0 to write the line")
+        written = next(logline.parse(line) for line in
+                       (data / "logs" / "web0.log").read_text().splitlines()
+                       if "browser=follower" in line)
+        at = logrecords.parse_time(written["time"]).timestamp()
+        shown = next_line(max(at + 1.0 - time.time(), 0.01))
+        assert "browser=follower" in shown and "opened the session" in shown
+    finally:
+        if browser is not None:
+            browser.close()
+        follow.send_signal(signal.SIGINT)
+        try:
+            assert follow.wait(timeout=10) == 0  # Ctrl-C ends it quietly
+        finally:
+            follow.kill()
+            follow.wait()
+            follow.stdout.close()
