@@ -8,15 +8,17 @@ config, the logs, the supervisord files, the secrets). ``secure`` sets every
 mode on each start, so a folder made by an older Salvus, or edited by hand,
 is brought back in line. Without root everything is the admin's alone.
 
-``ensure_keys`` makes the CURVE keys once: the workers' (secret: root only),
-the frontends' (secret: readable by the service user), and the folder of
-public keys the workers admit (the frontends').
+``ensure_keys`` makes the keys once: the workers' CURVE pair (secret: root
+only), the frontends' (secret: readable by the service user), the folder of
+public keys the workers admit (the frontends'), and supervisord's password
+(the admin's only; its socket is the admin's only too).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -36,7 +38,19 @@ def ensure_keys(data: DataDir) -> list[str]:
         data.allowed_clients.mkdir(parents=True, exist_ok=True)
         shutil.copy(public, data.allowed_clients / public.name)
         made.append("web")
+    if not data.supervisor_secret.exists():
+        data.supervisor_secret.touch(mode=0o600)
+        data.supervisor_secret.write_text(secrets.token_hex(16) + "\n")
+        made.append("supervisord")
     return made
+
+
+def supervisor_password(data: DataDir) -> str | None:
+    """supervisord's password (None for a folder made before it had one)."""
+    try:
+        return data.supervisor_secret.read_text().strip()
+    except FileNotFoundError:
+        return None
 
 
 def secure(data: DataDir, service: Account | None) -> None:
@@ -65,6 +79,7 @@ def secure(data: DataDir, service: Account | None) -> None:
     own(data.logs, 0o750, by_group=True)  # the log shipper reads them
     own(data.secrets, 0o750, by_group=True)
     own(data.pgpass, 0o600)  # salvusctl's own; libpq refuses one its group may read
+    own(data.supervisor_secret, 0o600)
     for readable in (data.dsn_file, data.log_dsn_file, data.web_secret, data.web_key):
         own(readable, 0o640, by_group=True)
     own(data.curve, 0o750, by_group=True)

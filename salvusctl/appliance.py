@@ -288,7 +288,7 @@ class Appliance:
         """Keys, session uids, rendered files and permissions as the config asks."""
         made = access.ensure_keys(self.data)
         if made:
-            self.say(f"made the CURVE keys of: {', '.join(made)}")
+            self.say(f"made the keys of: {', '.join(made)}")
         if service is not None and self.config.get("worker", "isolation") == "full":
             if self.config.get("worker", "uid_base") == "auto":
                 raise ConfigError("this data folder has no session uids yet; run "

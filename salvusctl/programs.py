@@ -21,7 +21,7 @@ from pathlib import Path
 from string import Template
 
 from sage_worker import curve
-from salvusctl import postgres, uids
+from salvusctl import access, postgres, uids
 from salvusctl.accounts import Account
 from salvusctl.config import Config
 from salvusctl.datadir import DataDir
@@ -266,6 +266,7 @@ def rendered(data: DataDir, config: Config, service: Account | None) -> dict[Pat
         "pidfile": str(data.supervisor_pid), "logs": str(data.logs),
         "programs": str(data.programs_dir), "instance": config.get("salvus", "instance"),
         **log_rotation(config),
+        "password": access.supervisor_password(data) or "",
         "user_line": "user = root" if service is not None else
                      "; user: not set; supervisord runs as the admin who started it",
     })}

@@ -43,7 +43,7 @@ from salvusctl import logline, logrecords
 CHANNEL = "salvus_log"  # NOTIFY'd with each batch: `salvusctl logs --follow` listens
 HEAD = 64  # bytes that tell a file from another that got its inode number
 CALL_TIMEOUT = 10.0  # seconds a database call may take before it counts as lost
-IDLE = 0.1  # seconds between looks at the files when there is nothing to ship
+IDLE = 0.05  # seconds between looks at the files when there is nothing to ship
 STREAM_BYTES = 512 * 1024  # most bytes of one stream in one batch (fairness)
 BATCH_BYTES = 4 * 1024 * 1024
 LONGEST = 1024 * 1024  # a line longer than this is cut into rows of this size

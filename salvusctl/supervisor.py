@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from supervisor.xmlrpc import Faults, SupervisorTransport
 
+from salvusctl import access
 from salvusctl.datadir import DataDir
 from salvusctl.errors import SupervisorUnreachable
 
@@ -36,7 +37,9 @@ class Supervisor:
     @property
     def rpc(self):
         if self._proxy is None:
-            transport = SupervisorTransport(None, None, f"unix://{self.data.supervisor_sock}")
+            password = access.supervisor_password(self.data)
+            transport = SupervisorTransport("salvus" if password else None, password,
+                                            f"unix://{self.data.supervisor_sock}")
             # The host part is ignored by the unix transport.
             self._proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
         return self._proxy.supervisor

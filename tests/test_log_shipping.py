@@ -27,6 +27,7 @@ import pytest
 from salvusctl import logline, logrecords, shipper
 from salvusctl.config import load
 from tests import db
+from tests.chaos import signal_family
 from tests.helpers import (
     SALVUSCTL,
     alive,
@@ -142,10 +143,6 @@ def wait_shipped(data: Path, timeout: float = 120) -> None:
         time.sleep(0.5)
 
 
-def postgres_group(data: Path) -> int:
-    return os.getpgid(running_pid(data, "postgres"))
-
-
 def test_postgres_stopped_then_frozen_under_load_every_line_arrives_once(appliance):
     data, port = appliance
     load = Load(port)
@@ -159,13 +156,13 @@ def test_postgres_stopped_then_frozen_under_load_every_line_arrives_once(applian
         restarted = time.monotonic()
         wait_for(lambda: load.computed_between(restarted, time.monotonic()) >= 3, timeout=60,
                  what="computations after the restart")
-        group = postgres_group(data)
-        os.killpg(group, signal.SIGSTOP)
+        database = running_pid(data, "postgres")
+        signal_family(database, signal.SIGSTOP)  # the server and every backend
         frozen = time.monotonic()
         try:
             time.sleep(30)
         finally:
-            os.killpg(group, signal.SIGCONT)
+            signal_family(database, signal.SIGCONT)
         thawed = time.monotonic()
         wait_for(lambda: load.computed_between(thawed, time.monotonic()) >= 3, timeout=60,
                  what="computations after the thaw")
