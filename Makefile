@@ -53,6 +53,7 @@ bench: install
 	$(VENV)/bin/python bench/jupyter_restart.py
 	$(VENV)/bin/python bench/sage_fidelity.py
 	$(VENV)/bin/python bench/first_load_bench.py
+	$(VENV)/bin/python bench/log_bench.py
 
 ## dist: the tarball packagers ship (dist/salvus-VERSION.tar.gz)
 dist: install
