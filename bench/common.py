@@ -31,17 +31,17 @@ def uss_bytes(pid: int) -> int:
     return total
 
 
-def print_table(title: str, rows: list[dict]) -> None:
+def print_table(title: str, rows: list[dict], peer: str = "jupyter") -> None:
     """rows: {metric, ours, peer, unit, better} -> a table with peer/ours ratios."""
     print(f"\n{title}")
-    print(f"{'metric':<44} {'salvus':>12} {'jupyter':>12} {'ratio':>8}  unit")
+    print(f"{'metric':<44} {'salvus':>12} {peer:>12} {'ratio':>8}  unit")
     for row in rows:
         ratio = row["peer"] / row["ours"] if row["ours"] else float("inf")
         if row.get("better") == "higher":
             ratio = 1 / ratio if ratio else float("inf")
         print(f"{row['metric']:<44} {row['ours']:>12.3f} {row['peer']:>12.3f} "
               f"{ratio:>7.1f}x  {row['unit']}")
-    print("ratio: how many times better Salvus is than Jupyter on that row")
+    print(f"ratio: how many times better Salvus is than {peer} on that row (below 1: worse)")
 
 
 def save(name: str, rows: list[dict]) -> tuple[Path, Path]:

@@ -60,7 +60,7 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg2  # noqa: E402
 
-from bench.common import percentile, save  # noqa: E402
+from bench.common import percentile, print_table, save  # noqa: E402
 from salvusctl import logline, shipper  # noqa: E402
 from tests.helpers import processes_of, run, started_appliance  # noqa: E402
 
@@ -472,20 +472,6 @@ def freeze(data: Path, folder: Path, table: Table, peer: logging.Logger) -> dict
 
 # ----------------------------------------------------------------- report
 
-def table_print(title: str, rows: list[dict]) -> None:
-    """print_table's shape, with the peer named for what it is."""
-    print(f"\n{title}")
-    print(f"{'metric':<48} {'salvus':>12} {'INSERT/line':>12} {'ratio':>8}  unit")
-    for row in rows:
-        ratio = row["peer"] / row["ours"] if row["ours"] else float("inf")
-        if row.get("better") == "higher":
-            ratio = 1 / ratio if ratio else float("inf")
-        print(f"{row['metric']:<48} {row['ours']:>12.3f} {row['peer']:>12.3f} "
-              f"{ratio:>7.2f}x  {row['unit']}")
-    print("ratio: how many times better the shipper is than the per-line INSERT handler "
-          "on that row (below 1: worse)")
-
-
 def chart(rows: list[dict], path: Path) -> None:
     """save()'s chart names the peer "jupyter"; this one names it."""
     import matplotlib
@@ -587,8 +573,8 @@ def main() -> None:
     rows[0]["detail"]["backlog"] = {k: v for k, v in drained.items() if k != "samples"}
     rows[0]["detail"]["steady"] = kept_up
 
-    table_print(f"Log lines into PostgreSQL: the Salvus shipper vs {PEER}; same appliance, "
-                "same run", rows)
+    print_table(f"Log lines into PostgreSQL: the Salvus shipper vs {PEER}; same appliance, "
+                "same run", rows, peer="INSERT/line")
     backlog_text = (f"backlog {drained['shipped']}/{drained['lines']} lines in "
                     f"{drained['seconds_from_start_command']:.1f} s from the start command "
                     f"({drained['lines_per_s']:.0f} lines/s; "

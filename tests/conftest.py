@@ -7,10 +7,12 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import psycopg2
 import pytest
 
-from salvusctl import appliance, postgres
+from salvusctl import appliance, migrate, postgres
 from salvusctl.datadir import DataDir
+from salvusctl.resources import sql_dir
 from tests.helpers import (
     free_base_port,
     kill_everything_of,
@@ -86,6 +88,17 @@ def fresh_db(pg_cluster) -> str:
             cur.execute(f"DROP DATABASE {name} WITH (FORCE)")
     finally:
         admin.close()
+
+
+@pytest.fixture
+def log_db(fresh_db) -> str:
+    """A fresh database with the log table (the sql/logs/ series applied)."""
+    conn = psycopg2.connect(fresh_db)
+    try:
+        migrate.migrate(conn, sql_dir() / "logs", ledger=migrate.LOG_LEDGER)
+    finally:
+        conn.close()
+    return fresh_db
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,12 @@ def connect(data: Path):
 
 
 def query(data: Path, sql: str, params=()) -> list[tuple]:
-    conn = connect(data)
+    return query_dsn((data / "secrets" / "dsn").read_text().strip(), sql, params)
+
+
+def query_dsn(dsn: str, sql: str, params=()) -> list[tuple]:
+    conn = psycopg2.connect(dsn, connect_timeout=5)
+    conn.autocommit = True
     try:
         with conn.cursor() as cur:
             cur.execute(sql, params)

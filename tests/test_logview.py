@@ -22,11 +22,10 @@ import pytest
 from click.testing import CliRunner
 
 from salvusctl import config as configfile
-from salvusctl import logline, logrecords, logview, migrate
+from salvusctl import logline, logrecords, logview
 from salvusctl.cli import cli
 from salvusctl.logrecords import LEVELS, Record
 from salvusctl.logview import Files, Filters, Table
-from salvusctl.resources import sql_dir
 
 INSTANCE = "inst1"
 T = datetime(2026, 12, 2, 17, 40, 25, 123456, tzinfo=UTC)
@@ -36,17 +35,6 @@ EVERY = Filters()
 
 
 # ---------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def log_db(fresh_db) -> str:
-    """A database with the log table (sql/logs/ applied)."""
-    conn = psycopg2.connect(fresh_db)
-    try:
-        migrate.migrate(conn, sql_dir() / "logs", ledger=migrate.LOG_LEDGER)
-    finally:
-        conn.close()
-    return fresh_db
 
 
 @pytest.fixture

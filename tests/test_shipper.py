@@ -20,20 +20,10 @@ import psycopg2
 import pytest
 from supervisor import loggers
 
-from salvusctl import logline, logrecords, migrate, shipper
-from salvusctl.resources import sql_dir
+from salvusctl import logline, logrecords, shipper
+from tests.db import query_dsn as query
 
 INSTANCE, HOST = "inst1", "hostA"
-
-
-@pytest.fixture
-def log_db(fresh_db) -> str:
-    conn = psycopg2.connect(fresh_db)
-    try:
-        migrate.migrate(conn, sql_dir() / "logs", ledger=migrate.LOG_LEDGER)
-    finally:
-        conn.close()
-    return fresh_db
 
 
 @pytest.fixture
@@ -41,17 +31,6 @@ def folder(make_folder) -> Path:
     logs = make_folder("salvus-shipper-") / "logs"
     logs.mkdir()
     return logs
-
-
-def query(dsn: str, sql: str, params=()) -> list[tuple]:
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def messages(dsn: str, program: str) -> list[str]:
