@@ -1,4 +1,5 @@
-"""``salvusctl``: init, start, stop, restart, status, check, message, logs, db migrate.
+"""``salvusctl``: init, start, stop, restart, status, check, message, logs, backup,
+restore, install-service, db migrate.
 
 State travels in a ``Context`` object (click's ``obj``); errors are
 ``SalvusError`` subclasses, which click's ``Command.main`` prints as one
@@ -187,6 +188,55 @@ def logs(obj: Context, names: tuple[str, ...], since: datetime | None, levels: t
     DATA/logs when its database is away."""
     filters = logview.Filters(names, since, levels, session)
     logview.show(obj.appliance(), filters, follow=follow, lines=lines, pager=not no_pager)
+
+
+@cli.command()
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@click.option("--keep", type=click.IntRange(1), metavar="N",
+              help="Then remove this appliance's older backups in DATA/backups beyond "
+                   "the newest N.")
+@pass_context
+def backup(obj: Context, file: Path | None, force: bool, keep: int | None) -> None:
+    """Back up the appliance's database (pg_dump, consistent while it serves) to
+    FILE, by default DATA/backups/salvus-<instance>-<UTC time>.dump (mode 0600)."""
+    from salvusctl import backup as backups
+
+    backups.backup(obj.appliance(), file, force=force, keep=keep)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--yes", is_flag=True, help="Replace the data without asking.")
+@click.option("--adopt", metavar="INSTANCE",
+              help="The backup comes from the appliance INSTANCE: its history (events, "
+                   "log lines) becomes this data folder's.")
+@pass_context
+def restore(obj: Context, file: Path, yes: bool, adopt: str | None) -> None:
+    """Replace the database's data with a backup (all or nothing), then migrate.
+    Every program but postgres must be stopped first."""
+    from salvusctl import backup as backups
+
+    backups.restore(obj.appliance(), file, yes=yes, adopt=adopt, ask=backups.confirmation())
+
+
+@cli.command("install-service")
+@click.option("--user-unit", is_flag=True,
+              help="A unit of your own user's systemd (~/.config/systemd/user), not root's.")
+@click.option("--print", "to_stdout", is_flag=True, help="Only print the unit.")
+@pass_context
+def install_service(obj: Context, user_unit: bool, to_stdout: bool) -> None:
+    """Install the systemd unit salvus-<instance>.service that starts the
+    appliance at boot, and enable it."""
+    from salvusctl import service
+    from salvusctl.datadir import DataDir
+
+    data = DataDir(obj.data)
+    config = data.load_config()
+    if to_stdout:
+        click.echo(service.render(data, config, user_unit), nl=False)
+    else:
+        service.install(data, config, click.echo, user_unit=user_unit)
 
 
 @cli.group()

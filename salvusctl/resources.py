@@ -1,8 +1,8 @@
 """Find the files that ship beside the Python packages.
 
-In a checkout (or an editable install) ``sql/`` and ``etc/supervisord.d/`` sit
-next to the ``salvusctl`` package; an installed sdist or wheel puts them under
-``<prefix>/share/salvus`` (setup.cfg's data_files).
+In a checkout (or an editable install) ``sql/``, ``etc/supervisord.d/`` and
+``etc/systemd/`` sit next to the ``salvusctl`` package; an installed sdist or
+wheel puts them under ``<prefix>/share/salvus`` (setup.cfg's data_files).
 """
 
 from __future__ import annotations
@@ -31,3 +31,7 @@ def sql_dir() -> Path:
 
 def templates_dir() -> Path:
     return _find("etc/supervisord.d")
+
+
+def systemd_templates_dir() -> Path:
+    return _find("etc/systemd")
