@@ -44,7 +44,7 @@ def test_sdist_installs_in_a_fresh_venv_and_runs(make_folder):
         assert str(venv) in (data / "etc/supervisord.d/web0.conf").read_text()
         run(data, "start", salvusctl=salvusctl)
         status = run(data, "status", salvusctl=salvusctl)
-        assert len(status.stdout.splitlines()) == 5
+        assert len(status.stdout.splitlines()) == 6  # with the shipper
         assert all(" RUNNING " in line for line in status.stdout.splitlines())
     finally:
         run(data, "stop", salvusctl=salvusctl, check=False)
