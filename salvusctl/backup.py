@@ -328,6 +328,12 @@ def prune(app: Appliance, keep: int) -> list[Path]:
 # ---------------------------------------------------------------- restore
 
 
+def _unreadable(file: Path, said: str) -> SalvusError:
+    return SalvusError(f"{file} cannot be read by pg_restore "
+                       f"({_strip_tool(_last_line(said, 'no detail'))}); is it a whole "
+                       "backup, made with this PostgreSQL version or an older one?")
+
+
 def check_archive(tools: Tools, file: Path) -> str:
     """Refuse anything but a readable pg_dump custom archive of a Salvus
     database; return pg_restore's listing of it."""
@@ -349,10 +355,8 @@ def check_archive(tools: Tools, file: Path) -> str:
     result = subprocess.run([tools.pg_restore, "--list", str(file)], capture_output=True,
                             text=True, check=False)
     if result.returncode != 0:
-        raise SalvusError(f"{file} cannot be read by pg_restore "
-                          f"({_strip_tool(_last_line(result.stderr, 'no detail'))}); "
-                          "is it whole?")
-    if not re.search(rf"^\d+; \d+ \d+ TABLE public {migrate.LEDGER} ", result.stdout, re.M):
+        raise _unreadable(file, result.stderr)
+    if not re.search(rf"^\d+; \d+ \d+ TABLE public {migrate.LEDGER}( |$)", result.stdout, re.M):
         raise SalvusError(f"{file} is a pg_dump archive but not of a Salvus database (it "
                           f"has no table {migrate.LEDGER})")
     return result.stdout
@@ -364,9 +368,7 @@ def archived_ledger(tools: Tools, file: Path, ledger: str) -> dict[int, tuple[st
         [tools.pg_restore, "--data-only", f"--table={ledger}", "--file=-", str(file)],
         capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise SalvusError(f"{file} cannot be read by pg_restore "
-                          f"({_strip_tool(_last_line(result.stderr, 'no detail'))}); "
-                          "is it whole?")
+        raise _unreadable(file, result.stderr)
     rows, inside = {}, False
     for line in result.stdout.splitlines():
         if line.startswith(f"COPY public.{ledger} "):
