@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import socket
+import ssl
 import time
 import urllib.request
 import xmlrpc.client
@@ -29,6 +30,7 @@ from salvusctl import (
     probe,
     programs,
     registry,
+    tls,
     uids,
 )
 from salvusctl import config as configfile
@@ -134,6 +136,7 @@ def _create(data: DataDir, raw: dict, say: Say) -> None:
     data.log_dsn_file.write_text(postgres.log_program_dsn(data, config) + "\n")
     data.web_secret.write_text(secrets.token_hex(32) + "\n")
     access.ensure_keys(data)
+    ensure_certificate(data, config, say)
     configfile.write(data.config_file, raw)
     written = programs.render_all(data, config, service)
     access.secure(data, service)
@@ -189,6 +192,20 @@ def _create_cluster(data: DataDir, raw: dict, config: configfile.Config,
         if not config.get("logs", "dsn"):
             _migrate_logs(dsn, say)
     return config
+
+
+def ensure_certificate(data: DataDir, config: configfile.Config, say: Say) -> None:
+    """haproxy's certificate: the admin's checked, or a self-signed one made once."""
+    if config.get("haproxy", "enabled") != "yes":
+        return
+    chosen = config.get("haproxy", "certificate")
+    if chosen:
+        tls.check_pem(Path(chosen))
+    elif not data.tls_pem.exists():
+        name = programs.public_host(config)
+        tls.make_self_signed(data.tls_pem, name)
+        say(f"made a self-signed TLS certificate for {name} (SHA-256 "
+            f"{tls.fingerprint(data.tls_pem)}); name your own in [haproxy] certificate")
 
 
 def _remove_partial(data: DataDir, raw: dict, created: bool) -> None:
@@ -249,6 +266,8 @@ class Appliance:
         return postgres.log_dsn(self.data, self.config)
 
     def url(self) -> str:
+        if self.config.get("haproxy", "enabled") == "yes":
+            return programs.haproxy_urls(self.config)[0]
         return programs.web_url(self.config, self.config.get("web", "port"))
 
     def states(self) -> dict[str, dict]:
@@ -282,6 +301,7 @@ class Appliance:
         self._migrate_logs()
         self._start([p for p in chosen if p.name != "postgres"])
         self._wait_healthy([p for p in chosen if p.kind == "web"])
+        self._wait_serving([p for p in chosen if p.kind == "haproxy"])
         self._confirm([p.name for p in chosen])
 
     def _prepare(self, service: accounts.Account | None) -> None:
@@ -303,6 +323,7 @@ class Appliance:
             # salvus.conf (or salvus itself) changed since the files were made.
             written = programs.render_all(self.data, self.config, service)
             self.say(f"updated {len(written)} supervisord files from {self.data.config_file}")
+        ensure_certificate(self.data, self.config, self.say)
         access.secure(self.data, service)
 
     def _confirm(self, answered: list[str]) -> None:
@@ -316,7 +337,37 @@ class Appliance:
             self.say(f"started {', '.join(answered)}; not running: {', '.join(others)} "
                      "(`salvusctl start` starts everything)")
         else:
-            self.say(f"Salvus is running: open {self.url()}")
+            self.say(f"Salvus is running: open {self.url()}{self._certificate_note()}")
+
+    def _certificate_note(self) -> str:
+        if self.config.get("haproxy", "enabled") != "yes" or \
+                self.config.get("haproxy", "certificate"):
+            return ""
+        return (" (self-signed certificate, SHA-256 fingerprint "
+                f"{tls.fingerprint(self.data.tls_pem)}: compare it with the one the browser "
+                "shows before you accept it)")
+
+    def _wait_serving(self, doors: list[programs.Program]) -> None:
+        """Each haproxy answers https with a healthy frontend behind it."""
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # a self-signed certificate is ours
+        bind = self.config.get("haproxy", "bind") or self.config.get("salvus", "bind")
+        host = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
+        deadline = time.monotonic() + HEALTH_TIMEOUT
+        for door in doors:
+            url = f"https://{programs.bracketed(host)}:{door.ports[1]}/health"
+            while True:
+                try:
+                    with urllib.request.urlopen(url, timeout=2, context=context) as answer:
+                        if answer.status == 200:
+                            break
+                except (OSError, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise ProgramFailed(f"{door.name} runs but does not serve {url}; see "
+                                        f"{self._log(door.name)}")
+                time.sleep(0.2)
 
     def _wait_healthy(self, frontends: list[programs.Program]) -> None:
         """RUNNING is not ready: wait until each frontend answers /health with a

@@ -51,13 +51,17 @@ def cli(ctx: click.Context, data: Path) -> None:
               help="Re-render the supervisord files from the config (database untouched).")
 @click.option("--base-port", type=click.IntRange(1, 65000),
               help="Web port; workers use it +100, the database +200, memcached +300, "
-                   "the frontends' bus +400, workers' publishers +500.")
+                   "the frontends' bus +400, workers' publishers +500, haproxy's http "
+                   "+600 and https +700.")
 @click.option("--web", "web_count", type=click.IntRange(1, 64), help="Number of web frontends.")
 @click.option("--workers", type=click.IntRange(1, 256), help="Number of compute workers.")
 @click.option("--dsn", help="Use this PostgreSQL database instead of an embedded cluster.")
+@click.option("--haproxy", "haproxies", type=click.IntRange(1, 8),
+              help="Put N haproxy instances (HTTPS, a self-signed certificate unless the "
+                   "config names one) in front of the frontends.")
 @pass_context
 def init(obj: Context, force: bool, base_port: int | None, web_count: int | None,
-         workers: int | None, dsn: str | None) -> None:
+         workers: int | None, dsn: str | None, haproxies: int | None) -> None:
     """Create the data folder: config, database cluster, supervisord files."""
     overrides = {}
     if base_port is not None:
@@ -67,12 +71,17 @@ def init(obj: Context, force: bool, base_port: int | None, web_count: int | None
         overrides[("memcached", "port")] = base_port + 300
         overrides[("web", "bus_port")] = base_port + 400
         overrides[("worker", "publish_port")] = base_port + 500
+        overrides[("haproxy", "http_port")] = base_port + 600
+        overrides[("haproxy", "https_port")] = base_port + 700
     if web_count is not None:
         overrides[("web", "count")] = web_count
     if workers is not None:
         overrides[("worker", "count")] = workers
     if dsn is not None:
         overrides[("database", "dsn")] = dsn
+    if haproxies is not None:
+        overrides[("haproxy", "enabled")] = "yes"
+        overrides[("haproxy", "count")] = haproxies
     init_data(obj.data, overrides, force, click.echo)
 
 

@@ -228,6 +228,30 @@ SCHEMA: tuple[Key, ...] = (
     Key("registry", "buffer", lambda: "10000", _int_in(10, 10_000_000),
         "Events the registry listener holds while the database is away; the\n"
         "oldest are dropped (and counted in its log) beyond it."),
+    Key("haproxy", "enabled", lambda: "no", _choice("yes", "no"),
+        "Run haproxy in front of the frontends (programs haproxy0, ...): HTTPS on\n"
+        "https_port (TLS 1.2 and 1.3, modern ciphers only), http_port redirecting\n"
+        "to it, websockets passed through, each frontend health-checked (/health)\n"
+        "and taken out of the rotation within seconds when it fails. salvusctl\n"
+        "start then prints the https URL."),
+    Key("haproxy", "count", lambda: "1", _int_in(1, 8),
+        "haproxy instances on this host (haproxy i listens on http_port + i and\n"
+        "https_port + i). Two let a page go on through the other when one dies;\n"
+        "in production each runs on its own host (docs/deploy.md)."),
+    Key("haproxy", "http_port", lambda: "80", PORT,
+        "Port of haproxy0's plain HTTP listener, which only redirects to https."),
+    Key("haproxy", "https_port", lambda: "443", PORT,
+        "Port of haproxy0's HTTPS listener: the appliance's address for browsers."),
+    Key("haproxy", "bind", lambda: "", _text,
+        "Address haproxy listens on (0.0.0.0: every address). Empty: [salvus] bind."),
+    Key("haproxy", "public_name", lambda: "", _text,
+        "Host name in the URLs given to browsers (the certificate's name). Empty:\n"
+        "the listening address, or this host's name when that is every address."),
+    Key("haproxy", "certificate", lambda: "", _text,
+        "PEM file with the certificate (and its chain) and its private key, e.g.\n"
+        "from Let's Encrypt (docs/deploy.md: renewal). Empty: a self-signed one\n"
+        "that salvusctl makes in secrets/tls.pem and whose SHA-256 fingerprint\n"
+        "init and start print, for browsers to check once."),
     Key("logs", "dsn", lambda: "", _text,
         "libpq connection string of the database that keeps the logs (the table\n"
         "log). Empty: the appliance's database. Its own database spreads the load\n"

@@ -53,6 +53,7 @@ class DataDir:
     log_dsn_file = property(lambda self: self.secrets / "log_dsn")
     web_secret = property(lambda self: self.secrets / "web_secret_key")
     supervisor_secret = property(lambda self: self.secrets / "supervisor_password")
+    tls_pem = property(lambda self: self.secrets / "tls.pem")
     curve = property(lambda self: self.secrets / "curve")
     worker_key = property(lambda self: self.curve / "worker.key_secret")
     worker_public_key = property(lambda self: self.curve / "worker.key")

@@ -2,7 +2,8 @@
 
 Names are stable and say what a program is: ``postgres`` (embedded database
 only), ``registry`` (the component-registry event listener), ``shipper``
-(puts the log files' lines into the log table), ``web0``...,
+(puts the log files' lines into the log table), ``haproxy0``... (the TLS
+door in front of the frontends, when enabled), ``web0``...,
 ``worker0``.... Each is its own supervisord group, so every one of them can be
 started, stopped and restarted alone. A kind name (``web``, ``worker``)
 stands for all programs of that kind on the command line.
@@ -10,6 +11,7 @@ stands for all programs of that kind on the command line.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -30,7 +32,7 @@ from salvusctl.resources import templates_dir
 
 # Start in this order; stop in the reverse one (database last).
 START_ORDER = {"postgres": 0, "registry": 1, "shipper": 1, "memcached": 1, "worker": 2,
-               "web": 3}
+               "web": 3, "haproxy": 4}
 
 
 def kind_of(name: str) -> str:
@@ -132,15 +134,101 @@ def plan(data: DataDir, config: Config, service: Account | None) -> list[Program
             "--instance", config.get("salvus", "instance"),
             "--host", config.get("salvus", "host"),
             "--public-url", web_url(config, port)]
+        if config.get("haproxy", "enabled") == "yes":
+            # Pages come in, and fail over, through the haproxies, whose
+            # X-Forwarded-For names the browser (per-IP quotas).
+            options += ["--entries", *haproxy_urls(config),
+                        "--trusted-proxies", *haproxy_sources(config)]
         found.append(Program(f"web{i}", "web.conf.in", {
             **common, "name": f"web{i}", "index": str(i), "port": str(port),
             "workers_file": str(data.workers_file), "launcher": launcher,
             "options": _supervisor_value(shlex.join(options)),
         }, (port, bus)))
+    if config.get("haproxy", "enabled") == "yes":
+        found += haproxies(data, config, service, common,
+                           [p for p in found if p.kind == "web"])
     # salvusctl message binds this port while it sends: no program may take it.
     _check_ports_distinct([*found, Program("salvusctl message", "", {},
                                            (config.get("web", "bus_port"),))])
     return found
+
+
+def haproxies(data: DataDir, config: Config, service: Account | None, common: dict,
+              frontends: list[Program]) -> list[Program]:
+    """haproxy0, ...: each with its config file's text in ``values["config"]``."""
+    bind = config.get("haproxy", "bind") or config.get("salvus", "bind")
+    backend = config.get("salvus", "bind")
+    backend = "127.0.0.1" if backend in ("0.0.0.0", "::") else backend
+    servers = "\n".join(f"    server {p.name} {_host_port(backend, p.ports[0])} check"
+                         for p in frontends)
+    user = (f"    user {service.name}\n    group {service.name}" if service is not None
+            else "    # (not root: haproxy runs as the admin who started supervisord)")
+    certificate = config.get("haproxy", "certificate")
+    found = []
+    for i in range(config.get("haproxy", "count")):
+        http, https = (config.get("haproxy", "http_port") + i,
+                       config.get("haproxy", "https_port") + i)
+        name = f"haproxy{i}"
+        text = render_template("haproxy.cfg.in", {
+            "index": str(i), "data": str(data.root), "name": name, "user_lines": user,
+            "bind": bracketed(bind), "http_port": str(http), "https_port": str(https),
+            "https_suffix": "" if https == 443 else f":{https}",
+            "pem": certificate or str(data.tls_pem), "servers": servers,
+            # HSTS only with the admin's certificate: a self-signed one is
+            # accepted by hand, and HSTS would forbid that.
+            "hsts_line": ("    http-response set-header Strict-Transport-Security "
+                          '"max-age=31536000"') if certificate else
+                         "    # (no HSTS: the certificate is self-signed)",
+        })
+        cfg = data.etc / f"{name}.cfg"
+        found.append(Program(name, "haproxy.conf.in", {
+            **common, "name": name, "index": str(i), "haproxy": _haproxy_binary(),
+            "cfg": str(cfg), "config": text,
+            "digest": hashlib.sha256(text.encode()).hexdigest()[:16],
+        }, (http, https)))
+    return found
+
+
+def bracketed(address: str) -> str:
+    """An address as it goes before :port (IPv6 in brackets)."""
+    return f"[{address}]" if ":" in address else address
+
+
+def _host_port(address: str, port: int) -> str:
+    return f"{bracketed(address)}:{port}"
+
+
+def _haproxy_binary() -> str:
+    found = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not Path(found).exists():
+        raise ConfigError("haproxy is not installed; install it (apt-get install haproxy) "
+                          "or set [haproxy] enabled = no in the config")
+    return found
+
+
+def haproxy_sources(config: Config) -> list[str]:
+    """The addresses the haproxies' connections to the frontends come from."""
+    backend = config.get("salvus", "bind")
+    return ["127.0.0.1", "::1"] if backend in ("127.0.0.1", "0.0.0.0", "::", "::1") \
+        else [backend]
+
+
+def public_host(config: Config) -> str:
+    """The name browsers use for the haproxies (and the certificate's)."""
+    chosen = config.get("haproxy", "public_name")
+    if chosen:
+        return chosen
+    bind = config.get("haproxy", "bind") or config.get("salvus", "bind")
+    return socket.gethostname() if bind in ("0.0.0.0", "::") else bind
+
+
+def haproxy_urls(config: Config) -> list[str]:
+    """The https URLs of this host's haproxies, haproxy0's first."""
+    urls = []
+    for i in range(config.get("haproxy", "count")):
+        port = config.get("haproxy", "https_port") + i
+        urls.append(f"https://{bracketed(public_host(config))}{'' if port == 443 else f':{port}'}/")
+    return urls
 
 
 def log_rotation(config: Config) -> dict[str, str]:
@@ -214,7 +302,10 @@ def web_options(data: DataDir, config: Config, memcached: str | None) -> list[st
     if memcached:
         options += ["--memcached", memcached]
     for name in WEB_OPTIONS:
-        options += ["--" + name.replace("_", "-"), str(config.get("web", name))]
+        value = str(config.get("web", name))
+        if name == "server_names" and config.get("haproxy", "enabled") == "yes":
+            value = " ".join(filter(None, [value, config.get("haproxy", "public_name")]))
+        options += ["--" + name.replace("_", "-"), value]
     return options
 
 
@@ -231,7 +322,8 @@ def _check_ports_distinct(found: list[Program]) -> None:
                 raise ConfigError(
                     f"{owner[port]} and {program.name} would both use port {port}; "
                     "move [web] port, [web] bus_port, [worker] port, [worker] "
-                    "publish_port or [database] port apart in the config"
+                    "publish_port, [haproxy] http_port and https_port or [database] "
+                    "port apart in the config"
                 )
             owner[port] = program.name
 
@@ -291,6 +383,8 @@ def rendered(data: DataDir, config: Config, service: Account | None) -> dict[Pat
     for program in found:
         files[data.programs_dir / f"{program.name}.conf"] = render_template(
             program.template, program.values)
+        if program.kind == "haproxy":
+            files[Path(program.values["cfg"])] = program.values["config"]
     return files
 
 
@@ -312,7 +406,7 @@ def render_all(data: DataDir, config: Config, service: Account | None) -> list[P
         temporary = path.with_name(path.name + ".new")
         temporary.write_text(text)
         temporary.replace(path)
-    for old in data.programs_dir.glob("*.conf"):
+    for old in [*data.programs_dir.glob("*.conf"), *data.etc.glob("haproxy*.cfg")]:
         if old not in files:
             old.unlink()
     return list(files)

@@ -92,3 +92,22 @@ def test_an_unknown_page_gets_our_404_and_an_unknown_api_path_json(app):
         assert page.status_code == 404 and b"No such page" in page.data
     api_path = app.test_client().get("/api/no-such-thing")
     assert api_path.status_code == 404 and api_path.get_json()["error"].startswith("Not Found")
+
+
+def test_behind_a_trusted_proxy_the_browser_s_address_counts_and_no_one_else_s():
+    seen = []
+    app = create_app({"NAME": "behind", "TRUSTED_PROXIES": ("127.0.0.1",)})
+
+    @app.get("/whoami")
+    def whoami():
+        from flask import request
+        seen.append((request.remote_addr, request.scheme))
+        return ""
+
+    client = app.test_client()
+    headers = {"X-Forwarded-For": "6.6.6.6, 203.0.113.9", "X-Forwarded-Proto": "https"}
+    client.get("/whoami", headers=headers, environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    client.get("/whoami", headers=headers, environ_base={"REMOTE_ADDR": "198.51.100.7"})
+    # The proxy's own appended address, never what a client wrote before it;
+    # from anyone but the proxy, the headers are ignored.
+    assert seen == [("203.0.113.9", "https"), ("198.51.100.7", "http")]

@@ -29,6 +29,7 @@ from web import api, api_routes, replies, security, services
 from web.api_routes import computing, notebook_files, sharing
 from web.health import health
 from web.pages import pages
+from web.proxies import TrustedProxies
 from web.services import log
 from web.sessions import Quotas
 from web.websocket import websocket
@@ -38,7 +39,8 @@ __all__ = ["create_app", "log"]
 DEFAULTS = {"NAME": "web", "QUOTAS": Quotas(), "DSN_FILE": None, "API_LIMITS": api.ApiLimits(),
             "MAX_CONTENT_LENGTH": 2 << 20, "MEMCACHED": None, "WORKERS_FILE": None,
             "CURVE_KEY": None, "ALLOWED_ORIGINS": (), "SERVER_NAMES": (),
-            "FRONTENDS_FILE": None, "BUS_BIND": None, "PUBLIC_URL": "",
+            "FRONTENDS_FILE": None, "BUS_BIND": None, "PUBLIC_URL": "", "ENTRIES": (),
+            "TRUSTED_PROXIES": (),
             "INSTANCE": "salvus",
             "SOCK_SERVER_OPTIONS": {"ping_interval": 20, "max_message_size": 2 << 20}}
 
@@ -55,6 +57,8 @@ def create_app(config: dict | None = None) -> Flask:
     for blueprint in (pages, health, sharing, computing, notebook_files, websocket):
         app.register_blueprint(blueprint)
     limit_rates(app)
+    if app.config["TRUSTED_PROXIES"]:
+        app.wsgi_app = TrustedProxies(app.wsgi_app, app.config["TRUSTED_PROXIES"])
     return app
 
 

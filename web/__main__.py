@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--instance", default="salvus")
     parser.add_argument("--host", default=socket.gethostname())
     parser.add_argument("--public-url", default="", help="this frontend's URL, told to peers")
+    parser.add_argument("--entries", nargs="*", default=[],
+                        help="the URLs browsers come in by (the haproxies): pages reconnect "
+                             "through them rather than to a frontend's own URL")
+    parser.add_argument("--trusted-proxies", nargs="*", default=[],
+                        help="addresses of the proxies whose X-Forwarded-For is believed")
     parser.add_argument("--memcached", help="memcached's unix socket, or HOST:PORT "
                         "(optional)")
     parser.add_argument("--allowed-origins", default="",
@@ -70,7 +75,8 @@ def main(argv: list[str] | None = None) -> None:
                       "SERVER_NAMES": tuple(args.server_names.split()),
                       "FRONTENDS_FILE": args.frontends_file, "BUS_BIND": args.bus_bind,
                       "INSTANCE": args.instance, "HOST": args.host,
-                      "PUBLIC_URL": args.public_url})
+                      "PUBLIC_URL": args.public_url, "ENTRIES": tuple(args.entries),
+                      "TRUSTED_PROXIES": tuple(args.trusted_proxies)})
     app.extensions["salvus"].start()
     listener = socket.socket(socket.AF_INET6 if ":" in args.bind else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

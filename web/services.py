@@ -62,6 +62,7 @@ def build(app: Flask) -> Services:
     say = log  # the line names the program
     db = Database(config["DSN_FILE"])
     manager = SessionManager(db, config["QUOTAS"], say)
+    manager.entries = list(config["ENTRIES"])
     key = curve.load_pair(Path(config["CURVE_KEY"])) if config["CURVE_KEY"] else None
     if config["WORKERS_FILE"]:
         manager.pool = WorkerPool(config["WORKERS_FILE"], manager.client(name, key), say)

@@ -678,6 +678,7 @@ class SessionManager:
         self.table: BrowserTable | None = None  # where they are, for everyone to see
         self.records: SessionTable | None = None  # the sessions table
         self.bus: Bus | None = None  # the other frontends
+        self.entries: list[str] = []  # the haproxies' URLs, when pages come through them
 
     def client(self, name: str, key) -> WorkerClient:
         """Who this frontend is to its workers; their messages come back here."""
@@ -706,7 +707,10 @@ class SessionManager:
             self.bus.close()
 
     def frontends(self) -> list[str]:
-        """The live frontends' URLs (this one first): where a page may reconnect."""
+        """Where a page may reconnect: the entries (haproxies) when browsers
+        come in through them, else the live frontends' URLs (this one first)."""
+        if self.entries:
+            return list(self.entries)
         return self.bus.live_urls() if self.bus is not None else []
 
     # -- websockets

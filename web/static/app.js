@@ -877,8 +877,11 @@ function announce(message) {
 
 function attached(message) {
   if (message.frontends && message.frontends.length) {
-    state.frontends = message.frontends;   // this one first
-    state.frontendIndex = 0;
+    // The live frontends (this one first), or the doors (haproxies) pages come
+    // in by: go on with the one in use, the next one after a drop.
+    const using = state.ws ? state.ws.url.replace(/^ws/, "http").replace(/ws$/, "") : "";
+    state.frontends = message.frontends;
+    state.frontendIndex = Math.max(0, message.frontends.indexOf(using));
   }
   const fresh = message.session !== state.session;
   if (fresh && state.session && state.attachedOnce) {
