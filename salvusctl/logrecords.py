@@ -7,7 +7,9 @@ supervisord writes and rotates them) holds lines of three formats:
   context, message;
 - PostgreSQL's (``log_line_prefix=%m [%p] ``, ``log_timezone=UTC``):
   ``2026-12-02 17:40:25.123 UTC [4242] LOG:  message``;
-- supervisord's own log: ``2026-12-02 17:40:25,123 INFO message`` (local time).
+- supervisord's own log: ``2026-12-02 17:40:25,123 INFO message`` (local time);
+- RFC 5424 syslog lines (haproxy's ``log stdout format rfc5424``):
+  ``<30>1 2026-12-02T17:40:25.123456+00:00 - haproxy 4242 - - message``.
 
 Any other line (a traceback, memcached's words) continues the event before it
 in the same file: it takes that line's time, pid and level. A record's time
@@ -36,6 +38,9 @@ LEVEL_WORDS = {
 POSTGRES = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) UTC \[(\d+)\] "
                       r"([A-Z0-9]+):\s+(.*)$")
 SUPERVISORD = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ([A-Z]+) (.*)$")
+SYSLOG = re.compile(r"^<(\d{1,3})>1 (\S+) \S+ \S+ (\S+) \S+ \S+ ?(.*)$")
+# RFC 5424 severities 0-7, as our levels.
+SEVERITIES = ("CRITICAL", "CRITICAL", "CRITICAL", "ERROR", "WARNING", "INFO", "INFO", "DEBUG")
 STREAM = re.compile(r"^(?P<stream>[A-Za-z0-9_.-]+?)\.log(?:\.(?P<age>\d+))?$")
 
 
@@ -86,6 +91,16 @@ def read(line: str, stream: str, host: str, before: Record | None,
         at = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
         return Record(at, stream, host, int(match[2]), LEVEL_WORDS.get(match[3], "INFO"),
                       None, None, f"{match[3]}: {match[4]}")
+    match = SYSLOG.match(line)
+    if match:
+        try:
+            at = datetime.fromisoformat(match[2]).astimezone(UTC)
+        except ValueError:
+            at = None
+        if at is not None:
+            pid = int(match[3]) if match[3].isdigit() else None
+            return Record(at, stream, host, pid, SEVERITIES[int(match[1]) % 8], None, None,
+                          match[4])
     match = SUPERVISORD.match(line)
     if match and match[3] in LEVEL_WORDS:
         local = datetime.strptime(f"{match[1]}.{match[2]}", "%Y-%m-%d %H:%M:%S.%f")

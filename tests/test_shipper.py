@@ -122,6 +122,11 @@ def test_each_format_gives_its_record_time_program_and_level():
     sup = logrecords.read("2026-12-02 17:40:25,123 WARN exited: web0", "supervisord", "h", None)
     assert (sup.level, sup.message) == ("WARNING", "exited: web0")
     assert sup.at == datetime(2026, 12, 2, 17, 40, 25, 123000).astimezone(UTC)
+    door = logrecords.read("<28>1 2026-12-02T17:40:25.5+00:00 - haproxy 99 - - Server "
+                           "frontends/web0 is DOWN", "haproxy0", "h", None)
+    assert (door.at, door.program, door.pid, door.level, door.message) == (
+        datetime(2026, 12, 2, 17, 40, 25, 500000, UTC), "haproxy0", 99, "WARNING",
+        "Server frontends/web0 is DOWN")
     follow = logrecords.read("Traceback (most recent call last):", "postgres", "h", pg)
     assert (follow.at, follow.pid, follow.level) == (pg.at, 4242, "CRITICAL")
     assert logrecords.at_least("warning") == ("WARNING", "ERROR", "CRITICAL")
