@@ -30,7 +30,8 @@ def test_sdist_installs_in_a_fresh_venv_and_runs(make_folder):
         names = tar.getnames()
     top = names[0].split("/")[0]
     for needed in ("sql/001_components.sql", "etc/supervisord.d/web.conf.in",
-                   "web/static/index.html", "README.md", "setup.cfg"):
+                   "web/static/index.html", "README.md", "setup.cfg",
+                   "sql/logs/001_log.sql", "etc/systemd/salvus.service.in"):
         assert f"{top}/{needed}" in names, needed
 
     venv = work / "venv"
@@ -46,6 +47,9 @@ def test_sdist_installs_in_a_fresh_venv_and_runs(make_folder):
         status = run(data, "status", salvusctl=salvusctl)
         assert len(status.stdout.splitlines()) == 6  # with the shipper
         assert all(" RUNNING " in line for line in status.stdout.splitlines())
+        # The systemd unit's template came along too (<prefix>/share/salvus).
+        unit = run(data, "install-service", "--print", salvusctl=salvusctl).stdout
+        assert f"ExecStart={venv}/bin/salvusctl --data {data} start" in unit
     finally:
         run(data, "stop", salvusctl=salvusctl, check=False)
     assert processes_of(data) == {}

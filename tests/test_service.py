@@ -6,7 +6,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -260,28 +259,3 @@ def test_system_unit_takes_root(configured, make_folder):
 def test_uninitialized_folder_is_named_with_the_fix(data_path):
     result = run(data_path, "install-service", "--print", check=False)
     assert_one_line_error(result, 4, str(data_path), "salvusctl init")
-
-
-@pytest.mark.slow
-def test_an_installed_sdist_renders_the_unit(make_folder):
-    """The template ships in the sdist and lands where salvusctl.resources
-    finds it once installed (<prefix>/share/salvus), away from the checkout."""
-    work = make_folder("salvus-sdist-")
-    subprocess.run([sys.executable, "-m", "build", "--sdist", "--outdir", str(work), str(ROOT)],
-                   capture_output=True, check=True, timeout=600, stdin=subprocess.DEVNULL)
-    [tarball] = work.glob("salvus-*.tar.gz")
-    with tarfile.open(tarball) as tar:
-        top = tar.getnames()[0].split("/")[0]
-        assert f"{top}/etc/systemd/salvus.service.in" in tar.getnames()
-    venv = work / "venv"
-    for argv in ([sys.executable, "-m", "venv", str(venv)],
-                 [str(venv / "bin/pip"), "install", "-q", str(tarball)]):
-        subprocess.run(argv, capture_output=True, check=True, timeout=900,
-                       stdin=subprocess.DEVNULL)
-    assert (venv / "share/salvus/etc/systemd/salvus.service.in").is_file()
-    data = work / "data"
-    data.mkdir()
-    configfile.write(data / "salvus.conf", configfile.defaults())
-    unit = run(data, "install-service", "--print", salvusctl=[str(venv / "bin/salvusctl")]).stdout
-    assert keys(unit)["ExecStart"] == f"{venv}/bin/salvusctl --data {data} start"
-    assert_every_key_documented(unit)
