@@ -245,6 +245,24 @@ def _migrate_logs(dsn: str, say: Say) -> None:
 # ---------------------------------------------------------------- running
 
 
+def _local(bind: str) -> str:
+    """Where this host reaches a program listening on ``bind``."""
+    return "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
+
+
+def _healthy_by(url: str, deadline: float, context: ssl.SSLContext | None = None) -> bool:
+    """Whether ``url`` (a /health) says ok before ``deadline`` (monotonic)."""
+    while time.monotonic() <= deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:
+                if json.loads(response.read()).get("status") == "ok":
+                    return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    return False
+
+
 class Appliance:
     def __init__(self, path: Path, say: Say):
         self.data = DataDir(path)
@@ -352,22 +370,13 @@ class Appliance:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # a self-signed certificate is ours
-        bind = self.config.get("haproxy", "bind") or self.config.get("salvus", "bind")
-        host = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
+        host = _local(self.config.get("haproxy", "bind") or self.config.get("salvus", "bind"))
         deadline = time.monotonic() + HEALTH_TIMEOUT
         for door in doors:
             url = f"https://{programs.bracketed(host)}:{door.ports[1]}/health"
-            while True:
-                try:
-                    with urllib.request.urlopen(url, timeout=2, context=context) as answer:
-                        if answer.status == 200:
-                            break
-                except (OSError, ValueError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise ProgramFailed(f"{door.name} runs but does not serve {url}; see "
-                                        f"{self._log(door.name)}")
-                time.sleep(0.2)
+            if not _healthy_by(url, deadline, context):
+                raise ProgramFailed(f"{door.name} runs but does not serve {url}; see "
+                                    f"{self._log(door.name)}")
 
     def _wait_healthy(self, frontends: list[programs.Program]) -> None:
         """RUNNING is not ready: wait until each frontend answers /health with a
@@ -375,24 +384,15 @@ class Appliance:
         if not frontends:
             return
         self.say("waiting for the workers to load the math stack...")
-        bind = self.config.get("salvus", "bind")
-        host = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
+        host = _local(self.config.get("salvus", "bind"))
         deadline = time.monotonic() + HEALTH_TIMEOUT
         for program in frontends:
-            url = f"http://{host}:{program.ports[0]}/health"
-            while True:
-                try:
-                    with urllib.request.urlopen(url, timeout=2) as response:
-                        if json.loads(response.read()).get("status") == "ok":
-                            break
-                except (OSError, ValueError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise ProgramFailed(
-                        f"{program.name} runs but reports no live worker after "
-                        f"{HEALTH_TIMEOUT:.0f}s; see {self.data.logs}/worker0.log and "
-                        f"{self.data.logs}/{program.name}.log")
-                time.sleep(0.2)
+            if not _healthy_by(f"http://{programs.bracketed(host)}:{program.ports[0]}/health",
+                               deadline):
+                raise ProgramFailed(
+                    f"{program.name} runs but reports no live worker after "
+                    f"{HEALTH_TIMEOUT:.0f}s; see {self.data.logs}/worker0.log and "
+                    f"{self.data.logs}/{program.name}.log")
 
     def _check_ports(self, chosen: list[programs.Program], running: dict) -> None:
         bind = self.config.get("salvus", "bind")

@@ -525,23 +525,39 @@ def test_an_admin_message_is_a_banner_on_every_frontends_pages(chromium, applian
         other_context.close()
 
 
+def start_printing(page, lines: int) -> None:
+    """The first cell prints ``lines`` lines, one every 0.1 s; returns once
+    a few have shown."""
+    type_code(page, f"import time\nfor i in range({lines}):\n    print('line', i)\n"
+                    "    time.sleep(0.1)")
+    page.keyboard.press("Shift+Enter")
+    expect(cell(page, 0).locator("pre.stdout")).to_contain_text("line 3")
+
+
+def expect_every_line_once(page, lines: int) -> None:
+    """The printing cell finished, connected, each of its lines shown once."""
+    expect(cell(page, 0)).to_have_attribute("data-status", "ok", timeout=60000)
+    expect(page.locator("#status")).to_have_text("connected")
+    text = cell(page, 0).locator("pre.stdout").inner_text()
+    assert text.split("\n")[:lines] == [f"line {i}" for i in range(lines)]
+    assert text.count(f"line {lines - 1}") == 1
+
+
+def kill_and_keep_down(data, name: str) -> None:
+    """kill -9 of a program, then stopped, so that supervisord does not bring it back."""
+    states = json.loads(run(data, "status", "--json", name).stdout)
+    os.kill(states[0]["pid"], signal.SIGKILL)
+    run(data, "stop", name)
+
+
 def test_the_page_fails_over_to_another_frontend_and_loses_nothing(page, appliance):
     """web0 is killed (and kept down) while a cell prints: the page reconnects
     to web1, which takes the session from its worker; every line shows once."""
     data, base = appliance
-    type_code(page, "import time\nfor i in range(40):\n    print('line', i)\n"
-                    "    time.sleep(0.1)")
-    page.keyboard.press("Shift+Enter")
-    expect(cell(page, 0).locator("pre.stdout")).to_contain_text("line 3")
-    states = json.loads(run(data, "status", "--json", "web0").stdout)
-    os.kill(states[0]["pid"], signal.SIGKILL)
-    run(data, "stop", "web0")
+    start_printing(page, 40)
+    kill_and_keep_down(data, "web0")
     try:
-        expect(cell(page, 0)).to_have_attribute("data-status", "ok", timeout=60000)
-        expect(page.locator("#status")).to_have_text("connected")
-        text = cell(page, 0).locator("pre.stdout").inner_text()
-        assert text.split("\n")[:40] == [f"line {i}" for i in range(40)]
-        assert text.count("line 39") == 1
+        expect_every_line_once(page, 40)
         assert page.evaluate("state.ws.url").startswith(f"ws://127.0.0.1:{base + 1}/")
     finally:
         run(data, "start", "web0")

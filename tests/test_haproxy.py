@@ -7,19 +7,24 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import warnings
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import sync_playwright
 
 from tests.helpers import run, started_appliance, wait_for
-from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, cell, type_code, wait_ready
+from tests.test_browser import (
+    ARTIFACTS,
+    CHROMIUM_ARGS,
+    expect_every_line_once,
+    kill_and_keep_down,
+    start_printing,
+    wait_ready,
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,11 +88,6 @@ def get(port: int, path: str) -> tuple[int, dict, bytes]:
         connection.close()
 
 
-def pid_of(data, name: str) -> int:
-    rows = json.loads(run(data, "status", "--json", name).stdout)
-    return rows[0]["pid"]
-
-
 def test_start_prints_the_https_url_and_the_certificate_s_fingerprint(appliance):
     _, base, said = appliance
     url = f"https://127.0.0.1:{base + 700}/"
@@ -127,8 +127,7 @@ def test_only_modern_tls_is_spoken(appliance):
 
 def test_a_dead_frontend_leaves_the_rotation_and_comes_back(appliance):
     data, base, _ = appliance
-    os.kill(pid_of(data, "web0"), signal.SIGKILL)
-    run(data, "stop", "web0")  # kept down: haproxy must take it out
+    kill_and_keep_down(data, "web0")  # haproxy must take it out
     try:
         log = data / "logs" / "haproxy0.log"
         wait_for(lambda: re.search(r"Server frontends/web0 is DOWN", log.read_text()),
@@ -144,18 +143,10 @@ def test_a_dead_frontend_leaves_the_rotation_and_comes_back(appliance):
 def test_a_page_goes_on_through_the_other_haproxy_when_its_own_dies(page, appliance):
     data, base, _ = appliance
     assert page.evaluate("state.ws.url").startswith(f"wss://127.0.0.1:{base + 700}/")
-    type_code(page, "import time\nfor i in range(40):\n    print('line', i)\n"
-                    "    time.sleep(0.1)")
-    page.keyboard.press("Shift+Enter")
-    expect(cell(page, 0).locator("pre.stdout")).to_contain_text("line 3")
-    os.kill(pid_of(data, "haproxy0"), signal.SIGKILL)
-    run(data, "stop", "haproxy0")
+    start_printing(page, 40)
+    kill_and_keep_down(data, "haproxy0")
     try:
-        expect(cell(page, 0)).to_have_attribute("data-status", "ok", timeout=60000)
-        expect(page.locator("#status")).to_have_text("connected")
-        text = cell(page, 0).locator("pre.stdout").inner_text()
-        assert text.split("\n")[:40] == [f"line {i}" for i in range(40)]
-        assert text.count("line 39") == 1
+        expect_every_line_once(page, 40)
         assert page.evaluate("state.ws.url").startswith(f"wss://127.0.0.1:{base + 701}/")
     finally:
         run(data, "start", "haproxy0")
@@ -171,17 +162,10 @@ def test_a_page_goes_on_when_the_frontend_behind_its_haproxy_dies(page, applianc
         wait_ready(page)
     finally:
         run(data, "start", "web1")
-    type_code(page, "import time\nfor i in range(30):\n    print('line', i)\n"
-                    "    time.sleep(0.1)")
-    page.keyboard.press("Shift+Enter")
-    expect(cell(page, 0).locator("pre.stdout")).to_contain_text("line 3")
-    os.kill(pid_of(data, "web0"), signal.SIGKILL)
-    run(data, "stop", "web0")
+    start_printing(page, 30)
+    kill_and_keep_down(data, "web0")
     try:
-        expect(cell(page, 0)).to_have_attribute("data-status", "ok", timeout=60000)
-        text = cell(page, 0).locator("pre.stdout").inner_text()
-        assert text.split("\n")[:30] == [f"line {i}" for i in range(30)]
-        assert text.count("line 29") == 1
+        expect_every_line_once(page, 30)
     finally:
         run(data, "start", "web0")
 
@@ -190,8 +174,7 @@ def test_status_and_check_know_the_haproxies(appliance):
     data, _, _ = appliance
     rows = {r["name"]: r for r in json.loads(run(data, "status", "--json").stdout)}
     assert rows["haproxy0"]["state"] == rows["haproxy1"]["state"] == "RUNNING"
-    os.kill(rows["haproxy1"]["pid"], signal.SIGKILL)
-    run(data, "stop", "haproxy1")
+    kill_and_keep_down(data, "haproxy1")
     try:
         checked = run(data, "check", check=False)
         assert checked.returncode == 10 and "problem: haproxy1 is STOPPED" in checked.stdout
