@@ -9,7 +9,9 @@ supervisord writes and rotates them) holds lines of three formats:
   ``2026-12-02 17:40:25.123 UTC [4242] LOG:  message``;
 - supervisord's own log: ``2026-12-02 17:40:25,123 INFO message`` (local time);
 - RFC 5424 syslog lines (haproxy's ``log stdout format rfc5424``):
-  ``<30>1 2026-12-02T17:40:25.123456+00:00 - haproxy 4242 - - message``.
+  ``<30>1 2026-12-02T17:40:25.123456+00:00 - haproxy 4242 - - message``;
+- haproxy's own words on stderr, ``[WARNING]  (4242) : message``: no time,
+  so the time of the line before, but their own level and pid.
 
 Any other line (a traceback, memcached's words) continues the event before it
 in the same file: it takes that line's time, pid and level. A record's time
@@ -33,8 +35,9 @@ LEVEL_WORDS = {
     "DEBUG5": "DEBUG", "INFO": "INFO", "LOG": "INFO", "NOTICE": "INFO",
     "STATEMENT": "INFO", "DETAIL": "INFO", "HINT": "INFO", "CONTEXT": "INFO",
     "WARNING": "WARNING", "WARN": "WARNING", "ERROR": "ERROR", "FATAL": "CRITICAL",
-    "PANIC": "CRITICAL", "CRIT": "CRITICAL", "CRITICAL": "CRITICAL",
+    "PANIC": "CRITICAL", "CRIT": "CRITICAL", "CRITICAL": "CRITICAL", "ALERT": "CRITICAL",
 }
+TAGGED = re.compile(r"^\[(NOTICE|WARNING|ALERT)\]\s+\((\d+)\) : (.*)$")
 POSTGRES = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) UTC \[(\d+)\] "
                       r"([A-Z0-9]+):\s+(.*)$")
 SUPERVISORD = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ([A-Z]+) (.*)$")
@@ -106,6 +109,11 @@ def read(line: str, stream: str, host: str, before: Record | None,
         local = datetime.strptime(f"{match[1]}.{match[2]}", "%Y-%m-%d %H:%M:%S.%f")
         return Record(local.astimezone(UTC), stream, host, None, LEVEL_WORDS[match[3]],
                       None, None, match[4])
+    match = TAGGED.match(line)
+    if match:
+        at = before.at if before is not None else now or datetime.now(UTC)
+        return Record(at, stream, host, int(match[2]), LEVEL_WORDS[match[1]], None, None,
+                      match[3])
     if before is not None:
         return before.continued(line)
     return Record(now or datetime.now(UTC), stream, host, None, "INFO", None, None, line)

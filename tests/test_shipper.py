@@ -127,6 +127,10 @@ def test_each_format_gives_its_record_time_program_and_level():
     assert (door.at, door.program, door.pid, door.level, door.message) == (
         datetime(2026, 12, 2, 17, 40, 25, 500000, UTC), "haproxy0", 99, "WARNING",
         "Server frontends/web0 is DOWN")
+    said = logrecords.read("[WARNING]  (99) : Server frontends/web0 is UP", "haproxy0", "h",
+                           door)
+    assert (said.at, said.pid, said.level, said.message) == (
+        door.at, 99, "WARNING", "Server frontends/web0 is UP")
     follow = logrecords.read("Traceback (most recent call last):", "postgres", "h", pg)
     assert (follow.at, follow.pid, follow.level) == (pg.at, 4242, "CRITICAL")
     assert logrecords.at_least("warning") == ("WARNING", "ERROR", "CRITICAL")
