@@ -53,6 +53,7 @@ FALLBACK_CLUSTERS = Path("/var/lib/salvus/clusters")
 START_TIMEOUT = 60.0
 HEALTH_TIMEOUT = 120.0
 STOP_TIMEOUT = 90.0
+SILENT = 30  # seconds without a host's heartbeat before its rows are not believed
 
 
 def port_in_use(bind: str, port: int) -> bool:
@@ -541,6 +542,27 @@ class Appliance:
                 pong = self._ping(program) if running else None
                 row["isolation"] = pong.get("isolation") if pong else None
             rows.append(row)
+        return rows
+
+    def every_host(self) -> list[dict]:
+        """Every host's programs, from the registry: a host whose registry has
+        not beaten for SILENT seconds is not known to run anything."""
+        conn = postgres.connect(self.dsn)
+        try:
+            rows = registry.every_host(conn, self.instance)
+        except Exception as exc:
+            if type(exc).__module__.startswith("psycopg2"):
+                raise DatabaseError(f"the registry could not be read "
+                                    f"({str(exc).splitlines()[0]}); run `salvusctl db migrate`"
+                                    ) from None
+            raise
+        finally:
+            conn.close()
+        for row in rows:
+            if row["heard"] is None or row["heard"] > SILENT:
+                row["state"] = "UNKNOWN"
+                row["detail"] = ("its host was never heard from" if row["heard"] is None else
+                                 f"its host was last heard from {row['heard']}s ago")
         return rows
 
     def _log(self, name: str) -> Path:

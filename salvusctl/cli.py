@@ -112,9 +112,13 @@ def restart(obj: Context, names: tuple[str, ...]) -> None:
 @cli.command()
 @click.argument("names", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--all-hosts", is_flag=True,
+              help="Every host's programs, from the registry in the database.")
 @pass_context
-def status(obj: Context, names: tuple[str, ...], as_json: bool) -> None:
+def status(obj: Context, names: tuple[str, ...], as_json: bool, all_hosts: bool) -> None:
     """Show the named programs (all by default); exit 0 only if all are running."""
+    if all_hosts:
+        return every_host(obj, as_json)
     rows = obj.appliance().status(names)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -131,6 +135,18 @@ def status(obj: Context, names: tuple[str, ...], as_json: bool) -> None:
                             else ", not answering")
             click.echo(f"{row['name']:<10} {row['state']:<8} {pid:<10} {how}")
     if any(row["state"] != "RUNNING" for row in rows):
+        raise click.exceptions.Exit(NOT_RUNNING_EXIT)
+
+
+def every_host(obj: Context, as_json: bool) -> None:
+    rows = obj.appliance().every_host()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    for row in [] if as_json else rows:
+        pid = f"pid {row['pid']}" if row["pid"] and row["state"] == "RUNNING" else ""
+        how = row.get("detail") or f"{row['state'].lower()} for {row['since']}s"
+        click.echo(f"{row['host']:<16} {row['name']:<10} {row['state']:<8} {pid:<10} {how}")
+    if not rows or any(row["state"] != "RUNNING" for row in rows):
         raise click.exceptions.Exit(NOT_RUNNING_EXIT)
 
 

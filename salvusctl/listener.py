@@ -91,9 +91,13 @@ class Listener:
         self.backoff = 0.2
         self.stopping = False
         self.db_down_logged = False
+        self.beat_due = True  # this host's heartbeat (registry.beat), on each tick
 
     def on_event(self, headers: dict, payload: str) -> None:
         name = headers.get("eventname", "")
+        if name.startswith("TICK"):
+            self.beat_due = True
+            return
         if not name.startswith("PROCESS_STATE_"):
             return
         body = parse_tokens(payload.splitlines()[0] if payload else "")
@@ -108,19 +112,23 @@ class Listener:
         ))
 
     def flush(self, force: bool = False) -> None:
-        if not self.queue or (not force and time.monotonic() < self.next_try):
+        if not (self.queue or self.beat_due) or (not force and time.monotonic() < self.next_try):
             return
         batch = list(self.queue)
         try:
             if self.conn is None or self.conn.closed:
                 self.conn = psycopg2.connect(self.dsn_file.read_text().strip(),
                                              connect_timeout=2)
-            registry.record(self.conn, batch)
+            if batch:
+                registry.record(self.conn, batch)
+                for _ in batch:  # written: never again, whatever the beat does
+                    self.queue.popleft()
+            if self.beat_due:
+                registry.beat(self.conn, self.instance, self.host)
+                self.beat_due = False
         except (psycopg2.Error, OSError) as exc:
             self._db_failed(exc)
             return
-        for _ in batch:
-            self.queue.popleft()
         if self.db_down_logged:
             log(f"database reachable again; wrote {len(batch)} held events")
         self.db_down_logged = False

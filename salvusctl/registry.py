@@ -73,6 +73,30 @@ def record(conn, events: list[Event], source: str = "listener") -> None:
             )
 
 
+def beat(conn, instance: str, host: str) -> None:
+    """This host's registry is alive (see sql/006_hosts.sql)."""
+    with conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO hosts (instance, host, seen_at) VALUES (%s, %s, now())"
+                    " ON CONFLICT (instance, host) DO UPDATE SET seen_at = now()",
+                    (instance, host))
+
+
+def every_host(conn, instance: str) -> list[dict]:
+    """Every program of the instance on every host, with how long ago its
+    host's registry last beat (None: never)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT c.host, c.name, c.kind, c.state, c.pid,"
+            " extract(epoch FROM now() - c.updated_at),"
+            " extract(epoch FROM now() - h.seen_at)"
+            " FROM components c LEFT JOIN hosts h"
+            " ON h.instance = c.instance AND h.host = c.host"
+            " WHERE c.instance = %s ORDER BY c.host, c.kind, c.name", (instance,))
+        return [{"host": host, "name": name, "kind": kind, "state": state, "pid": pid,
+                 "since": int(since), "heard": None if heard is None else int(heard)}
+                for host, name, kind, state, pid, since, heard in cur.fetchall()]
+
+
 def observed(info: dict) -> tuple[str, int | None]:
     """(state, pid) of one supervisord getProcessInfo answer."""
     state = info["statename"]

@@ -243,3 +243,29 @@ def test_programs_log_one_structured_line_per_event_and_never_a_secret(running):
         ours = [line for line in lines if line is not None]
         assert ours and all(line["program"] == program for line in ours)
         assert all(line["time"].endswith("Z") and len(line["time"]) == 27 for line in ours)
+
+
+def test_status_of_every_host_comes_from_the_registry_and_doubts_a_silent_host(running):
+    instance = load(running / "salvus.conf").get("salvus", "instance")
+    host = load(running / "salvus.conf").get("salvus", "host")
+    # The registry beats on supervisord's tick (every 5 s).
+    wait_for(lambda: run(running, "status", "--all-hosts", check=False).returncode == 0,
+             timeout=30, what="this host's heartbeat")
+    lines = run(running, "status", "--all-hosts").stdout.splitlines()
+    assert sorted(line.split()[1] for line in lines) == sorted(PROGRAMS)
+    assert all(line.split()[0] == host and line.split()[2] == "RUNNING" for line in lines)
+    try:  # a host of the same appliance whose registry went silent a minute ago
+        db.query(running, "INSERT INTO components (instance, name, kind, host, pid, state, "
+                 "updated_at) VALUES (%s, 'web9', 'web', 'hostb', 42, 'RUNNING', now())",
+                 (instance,))
+        db.query(running, "INSERT INTO hosts (instance, host, seen_at) VALUES "
+                 "(%s, 'hostb', now() - interval '61 seconds')", (instance,))
+        result = run(running, "status", "--all-hosts", check=False)
+        assert result.returncode == 3
+        [silent] = [line for line in result.stdout.splitlines() if line.startswith("hostb")]
+        assert "web9" in silent and "UNKNOWN" in silent and "last heard from 6" in silent
+        rows = json.loads(run(running, "status", "--all-hosts", "--json", check=False).stdout)
+        assert {r["host"] for r in rows} == {host, "hostb"}
+    finally:
+        db.query(running, "DELETE FROM components WHERE host = 'hostb'")
+        db.query(running, "DELETE FROM hosts WHERE host = 'hostb'")
