@@ -39,11 +39,13 @@ import psycopg2
 import psycopg2.extensions
 
 from salvusctl import logline, logrecords
+from salvusctl.watch import FolderWatch
 
 CHANNEL = "salvus_log"  # NOTIFY'd with each batch: `salvusctl logs --follow` listens
 HEAD = 64  # bytes that tell a file from another that got its inode number
 CALL_TIMEOUT = 10.0  # seconds a database call may take before it counts as lost
-IDLE = 0.05  # seconds between looks at the files when there is nothing to ship
+IDLE = 0.05  # seconds between looks at the files when nothing wakes the shipper
+WATCHED_IDLE = 1.0  # the same while inotify wakes it on every write (a safety net)
 STREAM_BYTES = 512 * 1024  # most bytes of one stream in one batch (fairness)
 BATCH_BYTES = 4 * 1024 * 1024
 LONGEST = 1024 * 1024  # a line longer than this is cut into rows of this size
@@ -516,13 +518,25 @@ class Shipper:
         self.away_since = None
         self.backoff = 0.2
 
+    def pause(self, idle: float) -> float:
+        """How long to wait for a change: ``idle``, or until the next try
+        of a database that is away, if that comes sooner."""
+        if self.db.conn is None and self.next_try > time.monotonic():
+            return max(min(idle, self.next_try - time.monotonic()), 0.01)
+        return idle
+
     def run(self) -> None:
-        while not self.stopping:
-            if not self.step():
-                time.sleep(IDLE)
-        for stream in self.streams.values():
-            stream.close()
-        self.db.close()
+        watch = FolderWatch(self.logs)
+        idle = WATCHED_IDLE if watch.open() else IDLE
+        try:
+            while not self.stopping:
+                if not self.step():
+                    watch.wait(self.pause(idle))
+        finally:
+            watch.close()
+            for stream in self.streams.values():
+                stream.close()
+            self.db.close()
 
 
 def main(argv: list[str] | None = None) -> None:

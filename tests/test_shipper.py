@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import socket
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ import pytest
 from supervisor import loggers
 
 from salvusctl import logline, logrecords, shipper
+from salvusctl.watch import FolderWatch
 from tests.db import query_dsn as query
 
 INSTANCE, HOST = "inst1", "hostA"
@@ -352,3 +354,25 @@ def test_a_batch_whose_reply_was_lost_is_neither_repeated_nor_counted_dropped(
     assert len(shipped) == len(set(shipped)), "a line arrived twice"
     assert shipped[:20] == [logline.parse(line)["message"] for line in lines[:20]]
     assert dropped + len(shipped) == len(lines), (dropped, len(shipped), said.getvalue())
+
+
+def test_a_write_in_the_folder_wakes_the_watch(folder):
+    watch = FolderWatch(folder)
+    assert watch.open(), "inotify is there on Linux"
+    try:
+        (folder / "app.log").write_text("")
+        watch.wait(0)  # the creation, already
+        woke = threading.Event()
+
+        def waiter() -> None:
+            watch.wait(30)
+            woke.set()
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        with (folder / "app.log").open("a") as out:
+            out.write("a line\n")
+        assert woke.wait(10), "a write did not wake the watch"
+        thread.join(timeout=10)
+    finally:
+        watch.close()
