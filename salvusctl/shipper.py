@@ -46,6 +46,7 @@ HEAD = 64  # bytes that tell a file from another that got its inode number
 CALL_TIMEOUT = 10.0  # seconds a database call may take before it counts as lost
 IDLE = 0.05  # seconds between looks at the files when nothing wakes the shipper
 WATCHED_IDLE = 1.0  # the same while inotify wakes it on every write (a safety net)
+LINGER = 0.005  # seconds to gather more lines after a write woke the shipper
 STREAM_BYTES = 512 * 1024  # most bytes of one stream in one batch (fairness)
 BATCH_BYTES = 4 * 1024 * 1024
 LONGEST = 1024 * 1024  # a line longer than this is cut into rows of this size
@@ -530,8 +531,11 @@ class Shipper:
         idle = WATCHED_IDLE if watch.open() else IDLE
         try:
             while not self.stopping:
-                if not self.step():
-                    watch.wait(self.pause(idle))
+                if not self.step() and watch.wait(self.pause(idle)):
+                    # Woken by a write: let the writer go on a moment, so that
+                    # a steady stream ships in batches, not a transaction per
+                    # write (throughput), at the cost of LINGER of delay.
+                    time.sleep(LINGER)
         finally:
             watch.close()
             for stream in self.streams.values():

@@ -46,13 +46,15 @@ class FolderWatch:
         self.fd = fd
         return True
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float) -> bool:
+        """True when a change woke it (False: the time passed)."""
         if self.fd is None:
             time.sleep(timeout)
-            return
+            return False
         readable, _, _ = select.select([self.fd], [], [], timeout)
         if readable:
             self._drain()
+        return bool(readable)
 
     def _drain(self) -> None:
         try:
