@@ -47,6 +47,8 @@ CALL_TIMEOUT = 10.0  # seconds a database call may take before it counts as lost
 IDLE = 0.05  # seconds between looks at the files when nothing wakes the shipper
 WATCHED_IDLE = 1.0  # the same while inotify wakes it on every write (a safety net)
 LINGER = 0.005  # seconds to gather more lines after a write woke the shipper
+BUSY_LINGER = 0.05  # the same while the last batch was large (a steady stream)
+BUSY_LINES = 500  # a batch this large means lines come fast
 STREAM_BYTES = 512 * 1024  # most bytes of one stream in one batch (fairness)
 BATCH_BYTES = 4 * 1024 * 1024
 LONGEST = 1024 * 1024  # a line longer than this is cut into rows of this size
@@ -350,6 +352,7 @@ class Shipper:
         self.backoff = 0.2
         self.next_retire = 0.0
         self.retired = 0
+        self.last_batch = 0  # lines in the last batch shipped
         self.stopping = False
 
     # -- the files
@@ -463,7 +466,8 @@ class Shipper:
         for piece in pieces:
             piece.stream.advance(piece.end_index, piece.end_position)
             piece.stream.before = lasts[piece.stream.name]
-        return len(columns["message"])
+        self.last_batch = len(columns["message"])
+        return self.last_batch
 
     def retire(self) -> bool:
         """One batch of rows older than keep_days; True when more may remain."""
@@ -534,8 +538,8 @@ class Shipper:
                 if not self.step() and watch.wait(self.pause(idle)):
                     # Woken by a write: let the writer go on a moment, so that
                     # a steady stream ships in batches, not a transaction per
-                    # write (throughput), at the cost of LINGER of delay.
-                    time.sleep(LINGER)
+                    # write (each commit waits for the disk).
+                    time.sleep(BUSY_LINGER if self.last_batch >= BUSY_LINES else LINGER)
         finally:
             watch.close()
             for stream in self.streams.values():
