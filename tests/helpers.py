@@ -55,10 +55,11 @@ def port_free(port: int) -> bool:
 
 def free_base_port() -> int:
     """A random base port whose web (+0..), worker (+100..), db (+200), memcached
-    (+300), bus (+400..) and workers' publisher (+500..) ports are free."""
+    (+300), bus (+400..), workers' publisher (+500..) and haproxy's http (+600..)
+    and https (+700..) ports are free."""
     for _ in range(200):
         base = random.randrange(20000, 59000, 10)
-        if all(port_free(base + offset + i) for offset in (0, 100, 200, 300, 400, 500)
+        if all(port_free(base + offset + i) for offset in (0, 100, 200, 300, 400, 500, 600, 700)
                for i in range(4)):
             return base
     raise RuntimeError("no free base port found")
