@@ -570,6 +570,9 @@ def test_share_then_open_the_link_shows_the_same_cells_and_output(page, chromium
     link = page.locator("#sharelink")
     expect(link).to_have_value(re.compile(r"/s/[A-Za-z]{6,}$"))
     url = link.input_value()
+    # The link that carries the cells is made after the short one (compressed
+    # asynchronously): wait for it, not for whatever the page holds yet ("#").
+    expect(page.locator("#shareurl")).to_have_attribute("href", re.compile(r"/s#z="))
     in_url = page.locator("#shareurl").get_attribute("href")
     context = chromium.new_context(viewport={"width": 1280, "height": 800})
     try:
