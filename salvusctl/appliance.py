@@ -15,6 +15,7 @@ import shutil
 import socket
 import ssl
 import time
+import urllib.error
 import urllib.request
 import xmlrpc.client
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from salvusctl import (
     programs,
     registry,
     tls,
+    topology,
     uids,
 )
 from salvusctl import config as configfile
@@ -53,7 +55,7 @@ FALLBACK_CLUSTERS = Path("/var/lib/salvus/clusters")
 START_TIMEOUT = 60.0
 HEALTH_TIMEOUT = 120.0
 STOP_TIMEOUT = 90.0
-SILENT = 30  # seconds without a host's heartbeat before its rows are not believed
+SILENT = 15  # seconds without a host's heartbeat (every 5 s) before its rows are not believed
 
 
 def port_in_use(bind: str, port: int) -> bool:
@@ -80,8 +82,11 @@ def service_account(config: configfile.Config) -> accounts.Account | None:
 # ---------------------------------------------------------------- init
 
 
-def init(path: Path, overrides: dict, force: bool, say: Say) -> DataDir:
+def init(path: Path, overrides: dict, force: bool, say: Say, host: str | None = None
+         ) -> DataDir:
     data = DataDir(path)
+    if data.exists() and host is not None and data.host() != host:
+        return adopt(data, host, say)
     if data.exists():
         config = data.load_config()
         if not force:
@@ -91,7 +96,7 @@ def init(path: Path, overrides: dict, force: bool, say: Say) -> DataDir:
         service = service_account(config)
         if service is not None and config.get("worker", "uid_base") == "auto":
             raw = configfile.read_raw(data.config_file)
-            config = _choose_uids(data, raw, config, say)
+            config = _choose_uids(data, raw, config, say, data.host())
             configfile.write(data.config_file, raw)
         access.ensure_keys(data)
         written = programs.render_all(data, config, service)
@@ -107,7 +112,7 @@ def init(path: Path, overrides: dict, force: bool, say: Say) -> DataDir:
     created = not data.root.exists()
     raw = configfile.defaults(overrides)
     try:
-        _create(data, raw, say)
+        _create(data, raw, say, host)
     except BaseException:
         _remove_partial(data, raw, created)
         raise
@@ -115,8 +120,8 @@ def init(path: Path, overrides: dict, force: bool, say: Say) -> DataDir:
     return data
 
 
-def _create(data: DataDir, raw: dict, say: Say) -> None:
-    config = configfile.validate(raw, "init options")
+def _create(data: DataDir, raw: dict, say: Say, host: str | None) -> None:
+    config = _as_host(raw, host)
     data.check_socket_paths(config)
     if config.embedded_db:
         postgres.find_bindir()
@@ -125,14 +130,18 @@ def _create(data: DataDir, raw: dict, say: Say) -> None:
     for folder in (data.etc, data.run, data.logs):
         folder.mkdir(exist_ok=True)
     data.secrets.mkdir(mode=0o700, exist_ok=True)
+    if host is not None:
+        data.host_file.write_text(host + "\n")
     service = None
     if accounts.running_as_root():
         service, made = accounts.ensure_system_user(config.get("salvus", "service_user"))
         if made:
             say(f"created system user {service.name!r} to run the programs that need no root")
-        config = _choose_uids(data, raw, config, say)
-    if config.embedded_db:
-        config = _create_cluster(data, raw, config, service, say)
+        config = _choose_uids(data, raw, config, say, host)
+    if config.topology.runs_database():
+        config = _create_cluster(data, raw, config, service, say, host)
+    elif config.embedded_db:
+        postgres.ensure_password(data)  # for the cluster's host, in its copy of secrets/
     data.dsn_file.write_text(postgres.program_dsn(data, config) + "\n")
     data.log_dsn_file.write_text(postgres.log_program_dsn(data, config) + "\n")
     data.web_secret.write_text(secrets.token_hex(32) + "\n")
@@ -144,28 +153,80 @@ def _create(data: DataDir, raw: dict, say: Say) -> None:
     say(f"wrote {data.config_file} and {len(written)} supervisord files")
 
 
+def _as_host(raw: dict, host: str | None) -> configfile.Config:
+    """The init options' config as host ``host`` runs it."""
+    config = configfile.validate(raw, "init options")
+    if _pairs_named(config) and host is None:
+        raise ConfigError("[salvus] hosts names several hosts; say which one this is with "
+                          "`salvusctl init --host NAME`")
+    return topology.on_host(config, host)
+
+
+def _pairs_named(config: configfile.Config) -> bool:
+    return bool(config.get("salvus", "hosts"))
+
+
 def _choose_uids(data: DataDir, raw: dict, config: configfile.Config,
-                 say: Say) -> configfile.Config:
-    """Session uids of a range no other appliance on this host holds."""
+                 say: Say, host: str | None) -> configfile.Config:
+    """Session uids of a range no other appliance on this host holds (with
+    several hosts: a range for every host's workers, of which this host's
+    share is held here)."""
     instance = config.get("salvus", "instance")
+    several = config.topology.several
     if config.get("worker", "uid_base") == "auto":
-        size = len(uids.needed(config, base=0))
-        raw[("worker", "uid_base")] = str(uids.pick(data.root, instance, size))
-        config = configfile.validate(raw, "init options")
-    else:
-        uids.claim(data.root, instance, uids.needed(config))
+        raw[("worker", "uid_base")] = str(uids.pick(data.root, instance, uids.span(config)))
+        config = _as_host(raw, host)
     chosen = uids.needed(config)
-    say(f"sessions will run as uids {chosen.start}-{chosen.stop - 1}, which no other "
-        "appliance on this host uses")
+    uids.claim(data.root, instance, chosen, exact=several)
+    if chosen:
+        say(f"sessions will run as uids {chosen.start}-{chosen.stop - 1}, which no other "
+            "appliance on this host uses")
     return config
 
 
+def adopt(data: DataDir, host: str, say: Say) -> DataDir:
+    """A copy of another host's salvus.conf and secrets/ becomes host
+    ``host``'s data folder: its uids, its database cluster if the config
+    places it here, its rendered files."""
+    if data.host() is not None:
+        raise ConfigError(f"{data.root} is host {data.host()}'s data folder; for host {host} "
+                          "copy its salvus.conf and secrets/ into a new folder and run "
+                          "`salvusctl init --host` there")
+    raw = configfile.read_raw(data.config_file)
+    config = _as_host(raw, host)
+    if not config.topology.several:
+        raise ConfigError(f"{data.config_file} names no [salvus] hosts; --host is for an "
+                          "appliance on several hosts (docs/deploy.md)")
+    missing = [p.name for p in (data.worker_key, data.web_key, data.web_secret)
+               if not p.exists()]
+    if missing or (config.embedded_db and not data.pgpass.exists()):
+        raise ConfigError(f"{data.secrets} lacks {', '.join(missing) or 'pgpass'}; copy "
+                          "secrets/ from the first host's data folder (every host shares "
+                          "its keys and the database password)")
+    for folder in (data.etc, data.run, data.logs):
+        folder.mkdir(exist_ok=True)
+    data.host_file.write_text(host + "\n")
+    service = service_account(config)
+    if service is not None:
+        config = _choose_uids(data, raw, config, say, host)
+    if config.topology.runs_database() and not data.pg_data(config).exists():
+        config = _create_cluster(data, raw, config, service, say, host)
+        configfile.write(data.config_file, raw)
+    ensure_certificate(data, config, say)
+    written = programs.render_all(data, config, service)
+    access.secure(data, service)
+    say(f"{data.root} is host {host}'s ({config.topology.address}): {len(written)} "
+        f"files rendered; start it with `salvusctl --data {data.root} start`")
+    return data
+
+
 def _create_cluster(data: DataDir, raw: dict, config: configfile.Config,
-                    service: accounts.Account | None, say: Say) -> configfile.Config:
+                    service: accounts.Account | None, say: Say,
+                    host: str | None) -> configfile.Config:
     if service and accounts.unreachable_ancestor(data.root / "pg", service):
         blocked = accounts.unreachable_ancestor(data.root / "pg", service)
         raw[("database", "cluster")] = str(FALLBACK_CLUSTERS / config.get("salvus", "instance"))
-        config = configfile.validate(raw, "init options")
+        config = _as_host(raw, host)
         data.check_socket_paths(config)
         say(f"{blocked} is closed to user {service.name!r}; the database cluster goes to "
             f"{data.cluster(config)} instead")
@@ -184,6 +245,7 @@ def _create_cluster(data: DataDir, raw: dict, config: configfile.Config,
         accounts.chown_tree(cluster, service)
     say("creating the embedded PostgreSQL cluster (initdb)...")
     postgres.initdb(data, config, service)
+    postgres.allow_other_hosts(data, config, service)
     say("starting it once to create the database and apply migrations...")
     with postgres.temporary_server(data, config, service):
         dsn = postgres.embedded_dsn(data, config)
@@ -203,8 +265,8 @@ def ensure_certificate(data: DataDir, config: configfile.Config, say: Say) -> No
     if chosen:
         tls.check_pem(Path(chosen))
     elif not data.tls_pem.exists():
-        name = programs.public_host(config)
-        tls.make_self_signed(data.tls_pem, name)
+        name, *others = programs.public_hosts(config)
+        tls.make_self_signed(data.tls_pem, name, tuple(others))
         say(f"made a self-signed TLS certificate for {name} (SHA-256 "
             f"{tls.fingerprint(data.tls_pem)}); name your own in [haproxy] certificate")
 
@@ -264,6 +326,25 @@ def _healthy_by(url: str, deadline: float, context: ssl.SSLContext | None = None
     return False
 
 
+def _answers(url: str, context: ssl.SSLContext | None = None) -> bool:
+    """Whether ``url`` (a /health) answers at all, ok or 503 (no live worker)."""
+    try:
+        with urllib.request.urlopen(url, timeout=3, context=context):
+            return True
+    except urllib.error.HTTPError as exc:
+        return exc.code == 503
+    except OSError:
+        return False
+
+
+def _unverified() -> ssl.SSLContext:
+    """For our own haproxies, whose certificate may be self-signed."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class Appliance:
     def __init__(self, path: Path, say: Say):
         self.data = DataDir(path)
@@ -296,6 +377,25 @@ class Appliance:
 
     # -- start
 
+    @property
+    def host(self) -> str:
+        return self.config.topology.this
+
+    def _mark(self) -> str | None:
+        """The host leftovers must also carry: several hosts' folders of one
+        instance may share a machine."""
+        return self.host if self.config.topology.several else None
+
+    def check_host(self, host: str | None) -> None:
+        """``--host NAME``: this data folder must be that host's."""
+        if host is None or host == self.host:
+            return
+        if not self.config.topology.several:
+            raise ConfigError(f"{self.data.config_file} names no [salvus] hosts; drop --host "
+                              "or list the hosts there (docs/deploy.md)")
+        raise ConfigError(f"{self.data.root} is host {self.host}'s data folder, not {host}'s; "
+                          f"use host {host}'s folder (made with `salvusctl init --host {host}`)")
+
     def start(self, names: tuple[str, ...]) -> None:
         self._prepare(service_account(self.config))
         chosen = programs.select(self.programs, names)
@@ -305,23 +405,37 @@ class Appliance:
             chosen += [p for p in programs.select(self.programs, tuple(reloaded))
                        if p not in chosen]
         else:
-            leftovers.terminate(self.instance, self.say)
+            leftovers.terminate(self.instance, self.say, host=self._mark())
             self._check_ports(chosen, running={})
             self.say("starting supervisord...")
             self.supervisor.start_daemon()
-        if self.config.embedded_db:
+        if self.config.topology.runs_database():
             database = programs.select(self.programs, ("postgres",))
             if database[0] not in chosen:
                 self.say("postgres: starting it too (every program's registry needs it)")
             self._start(database)
             postgres.wait_ready(postgres.embedded_dsn(self.data, self.config, "postgres"))
             postgres.ensure_database(self.data, self.config)
+        elif self.config.embedded_db:
+            self._wait_for_database_host()
         _migrate(self.dsn, self.say)
         self._migrate_logs()
         self._start([p for p in chosen if p.name != "postgres"])
         self._wait_healthy([p for p in chosen if p.kind == "web"])
         self._wait_serving([p for p in chosen if p.kind == "haproxy"])
         self._confirm([p.name for p in chosen])
+
+    def _wait_for_database_host(self) -> None:
+        """The embedded cluster runs on another host: it must answer."""
+        top = self.config.topology
+        where = f"{top.hosts[top.database]}:{self.config.get('database', 'port')}"
+        self.say(f"waiting for the database on host {top.database} ({where})...")
+        try:
+            postgres.wait_ready(self.dsn, timeout=START_TIMEOUT)
+        except DatabaseError as exc:
+            raise DatabaseError(f"the database on host {top.database} ({where}) does not "
+                                f"answer ({exc.message}); start host {top.database} first "
+                                "(`salvusctl start` in its data folder)") from None
 
     def _prepare(self, service: accounts.Account | None) -> None:
         """Keys, session uids, rendered files and permissions as the config asks."""
@@ -332,7 +446,11 @@ class Appliance:
             if self.config.get("worker", "uid_base") == "auto":
                 raise ConfigError("this data folder has no session uids yet; run "
                                   "`salvusctl init --force` as root to choose them")
-            uids.claim(self.data.root, self.instance, uids.needed(self.config))
+            uids.claim(self.data.root, self.instance, uids.needed(self.config),
+                       exact=self.config.topology.several)
+        if self.config.topology.runs_database() and \
+                postgres.allow_other_hosts(self.data, self.config, service):
+            self.say("the database now takes the other hosts' connections (TLS, password)")
         for path, dsn in ((self.data.dsn_file, postgres.program_dsn(self.data, self.config)),
                           (self.data.log_dsn_file,
                            postgres.log_program_dsn(self.data, self.config))):
@@ -368,10 +486,8 @@ class Appliance:
 
     def _wait_serving(self, doors: list[programs.Program]) -> None:
         """Each haproxy answers https with a healthy frontend behind it."""
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # a self-signed certificate is ours
-        host = _local(self.config.get("haproxy", "bind") or self.config.get("salvus", "bind"))
+        context = _unverified()
+        host = _local(programs.haproxy_bind(self.config))
         deadline = time.monotonic() + HEALTH_TIMEOUT
         for door in doors:
             url = f"https://{programs.bracketed(host)}:{door.ports[1]}/health"
@@ -463,7 +579,7 @@ class Appliance:
 
     def stop(self, names: tuple[str, ...]) -> None:
         if not self.supervisor.reachable():
-            if not leftovers.terminate(self.instance, self.say):
+            if not leftovers.terminate(self.instance, self.say, host=self._mark()):
                 self.say("supervisord is not running; nothing to stop")
             return
         chosen = programs.select(self.programs, names)
@@ -522,7 +638,7 @@ class Appliance:
         chosen = programs.select(self.programs, names)
         states = self.states()
         down = "supervisord is not running"
-        if not states and leftovers.find(self.instance):
+        if not states and leftovers.find(self.instance, self._mark()):
             down += " but some of its processes are; `salvusctl start` replaces them"
         now = time.time()
         rows = []
@@ -599,10 +715,62 @@ class Appliance:
                     notes.append(f"{name} runs sessions without isolation ([worker] "
                                  "isolation = none): they share its user, files, processes "
                                  "and network")
+        if self.config.topology.several:
+            found += self._other_hosts_problems()
         return found, notes
 
+    def _other_hosts_problems(self) -> list[str]:
+        """With several hosts: what this host cannot reach of the others'
+        programs (asked over the network, as their users reach them), and what
+        their registries say or no longer say."""
+        found = []
+        others = [p for p in programs.everywhere(self.data, self.config, None)
+                  if p.host != self.host]
+        for program in others:
+            trouble = self._unreachable(program)
+            if trouble:
+                found.append(f"{program.name} on host {program.host} {trouble}")
+        try:
+            rows = self.every_host()
+        except DatabaseError as exc:
+            return [*found, f"the registry cannot be read from here: {exc.message}"]
+        silent = {}
+        for row in rows:
+            if row["host"] == self.host or row["state"] == "RUNNING":
+                continue
+            if row["state"] == "UNKNOWN":
+                silent[row["host"]] = row["detail"]
+            else:
+                found.append(f"{row['name']} on host {row['host']} is {row['state']} "
+                             f"(its registry says); run `salvusctl start` on {row['host']}")
+        found += [f"host {host}: {detail}; is it up, and its registry running?"
+                  for host, detail in sorted(silent.items())]
+        return found
+
+    def _unreachable(self, program: programs.Program) -> str | None:
+        """How ``program`` (on another host) fails to answer, or None."""
+        if program.kind == "worker":
+            try:
+                server = curve.load_public(self.data.worker_public_key)
+                client = curve.load_pair(self.data.web_key)
+            except (OSError, ValueError):
+                return None
+            if probe.ping_worker(program.values["endpoint"], server, client) is None:
+                return f"does not answer at {program.values['endpoint']}"
+        elif program.kind == "web":
+            url = program.values["http"] + "health"
+            if not _answers(url):
+                return f"does not answer at {url}"
+        elif program.kind == "haproxy":
+            address = programs.bracketed(self.config.topology.hosts[program.host])
+            url = f"https://{address}:{program.ports[1]}/health"
+            if not _answers(url, _unverified()):
+                return f"does not answer at {url}"
+        return None
+
     def _require_database(self, states: dict) -> None:
-        if self.config.embedded_db and states.get("postgres", {}).get("statename") != "RUNNING":
+        if self.config.topology.runs_database() and \
+                states.get("postgres", {}).get("statename") != "RUNNING":
             raise DatabaseError(
                 "the embedded database is not running; start it with `salvusctl start postgres`"
             )
@@ -619,7 +787,8 @@ class Appliance:
         try:
             instance, host = self.config.get("salvus", "instance"), \
                 self.config.get("salvus", "host")
-            return registry.check(conn, instance, host, actual) + \
+            return registry.check(conn, instance, host, actual,
+                                  tuple(self.config.topology.hosts)) + \
                 registry.check_browsers(conn, instance, host, actual)
         except Exception as exc:
             if type(exc).__module__.startswith("psycopg2"):

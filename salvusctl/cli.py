@@ -59,9 +59,17 @@ def cli(ctx: click.Context, data: Path) -> None:
 @click.option("--haproxy", "haproxies", type=click.IntRange(1, 8),
               help="Put N haproxy instances (HTTPS, a self-signed certificate unless the "
                    "config names one) in front of the frontends.")
+@click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE",
+              callback=lambda ctx, param, value: _settings(value),
+              help="Any config key, e.g. --set 'salvus.hosts=a=10.0.0.1 b=10.0.0.2' "
+                   "(repeatable; applied after the other options).")
+@click.option("--host", metavar="NAME",
+              help="With [salvus] hosts: which host this data folder is on. In a copy of "
+                   "the first host's salvus.conf and secrets/, makes that host's share.")
 @pass_context
 def init(obj: Context, force: bool, base_port: int | None, web_count: int | None,
-         workers: int | None, dsn: str | None, haproxies: int | None) -> None:
+         workers: int | None, dsn: str | None, haproxies: int | None,
+         settings: dict, host: str | None) -> None:
     """Create the data folder: config, database cluster, supervisord files."""
     overrides = {}
     if base_port is not None:
@@ -82,23 +90,47 @@ def init(obj: Context, force: bool, base_port: int | None, web_count: int | None
     if haproxies is not None:
         overrides[("haproxy", "enabled")] = "yes"
         overrides[("haproxy", "count")] = haproxies
-    init_data(obj.data, overrides, force, click.echo)
+    overrides.update(settings)
+    init_data(obj.data, overrides, force, click.echo, host=host)
+
+
+def _settings(given: tuple[str, ...]) -> dict[tuple[str, str], str]:
+    """``--set section.key=value`` options as config overrides."""
+    found = {}
+    for item in given:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not section or not name:
+            raise click.BadParameter(f"{item!r} is not SECTION.KEY=VALUE "
+                                     "(e.g. web.count=2)", param_hint="--set")
+        found[(section, name)] = value.strip()
+    return found
+
+
+HOST_OPTION = click.option("--host", metavar="NAME",
+                           help="The host this data folder must be (with [salvus] hosts).")
 
 
 @cli.command()
 @click.argument("names", nargs=-1)
+@HOST_OPTION
 @pass_context
-def start(obj: Context, names: tuple[str, ...]) -> None:
-    """Start supervisord and the named programs (all by default)."""
-    obj.appliance().start(names)
+def start(obj: Context, names: tuple[str, ...], host: str | None) -> None:
+    """Start supervisord and the named programs (all of this host's by default)."""
+    appliance = obj.appliance()
+    appliance.check_host(host)
+    appliance.start(names)
 
 
 @cli.command()
 @click.argument("names", nargs=-1)
+@HOST_OPTION
 @pass_context
-def stop(obj: Context, names: tuple[str, ...]) -> None:
+def stop(obj: Context, names: tuple[str, ...], host: str | None) -> None:
     """Stop the named programs; with no names stop everything and supervisord."""
-    obj.appliance().stop(names)
+    appliance = obj.appliance()
+    appliance.check_host(host)
+    appliance.stop(names)
 
 
 @cli.command()

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from salvusctl import topology
 from salvusctl.errors import ConfigError
+from salvusctl.topology import Topology
 
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:
@@ -79,6 +81,31 @@ def _name(text: str) -> str:
     return text
 
 
+def _name_or_empty(text: str) -> str:
+    return _name(text) if text.strip() else ""
+
+
+def _names(text: str) -> str:
+    """Space-separated host names, each once."""
+    names = [_name(word) for word in text.split()]
+    if len(set(names)) != len(names):
+        raise ValueError("must name each host once")
+    return " ".join(names)
+
+
+def _hosts(text: str) -> str:
+    """``a=10.0.0.1 b=host-b.example`` -> the same, checked."""
+    pairs = []
+    for word in text.split():
+        name, sep, address = word.partition("=")
+        if not sep or not address or any(c in address for c in "/[]"):
+            raise ValueError(f"must be NAME=ADDRESS pairs; {word!r} is not one")
+        pairs.append(f"{_name(name)}={address}")
+    if len({p.split("=")[0] for p in pairs}) != len(pairs):
+        raise ValueError("must name each host once")
+    return " ".join(pairs)
+
+
 @dataclass(frozen=True)
 class Key:
     section: str
@@ -99,12 +126,25 @@ SCHEMA: tuple[Key, ...] = (
     Key("salvus", "bind", lambda: "127.0.0.1", _text,
         "Address every program listens on. Keep loopback unless a proxy or\n"
         "other hosts must reach the programs directly."),
+    Key("salvus", "hosts", lambda: "", _hosts,
+        "Several hosts: NAME=ADDRESS pairs, space-separated (a=10.0.0.1\n"
+        "b=10.0.0.2). Empty: one host, this one. With hosts, every host has a copy\n"
+        "of this file and of secrets/ (docs/deploy.md), `salvusctl init --host NAME`\n"
+        "tells each copy which host it is on, each host's programs listen on its\n"
+        "address ([salvus] bind and host are not used), and [web] hosts, [worker]\n"
+        "hosts, [haproxy] hosts and [database] host say which programs run where.\n"
+        "Every host runs a registry listener and a log shipper; memcached runs\n"
+        "where frontends run."),
     Key("salvus", "service_user", lambda: "salvus", _name,
         "When salvusctl runs as root: the unprivileged system user that owns\n"
         "the embedded PostgreSQL cluster (PostgreSQL refuses to run as root).\n"
         "init creates it if it is missing."),
     Key("web", "count", lambda: "1", _int_in(1, 64),
         "Number of web frontends on this host (programs web0, web1, ...)."),
+    Key("web", "hosts", lambda: "", _names,
+        "With [salvus] hosts: the hosts that run count frontends each (space-\n"
+        "separated names). Empty: every host. Numbering goes on across hosts: with\n"
+        "count = 1 and hosts = a b, web0 runs on a and web1 on b."),
     Key("web", "port", lambda: "8080", PORT,
         "HTTP port of web0; frontend i listens on port + i."),
     Key("web", "bus_port", lambda: "8480", PORT,
@@ -153,6 +193,10 @@ SCHEMA: tuple[Key, ...] = (
         "by this appliance; requests from any other site are refused."),
     Key("worker", "count", lambda: "1", _int_in(1, 256),
         "Number of compute workers on this host (programs worker0, ...)."),
+    Key("worker", "hosts", lambda: "", _names,
+        "With [salvus] hosts: the hosts that run count workers each. Empty: every\n"
+        "host. Workers on any host serve the frontends on every host (CURVE-\n"
+        "encrypted ZeroMQ)."),
     Key("worker", "port", lambda: "8180", PORT,
         "ZeroMQ port of worker0; worker i listens on port + i."),
     Key("worker", "publish_port", lambda: "8580", PORT,
@@ -212,8 +256,12 @@ SCHEMA: tuple[Key, ...] = (
         "libpq connection string of the database. Empty: the embedded cluster\n"
         "in this data folder, which salvusctl runs as the program 'postgres'."),
     Key("database", "port", lambda: "8280", PORT,
-        "Loopback TCP port of the embedded cluster (its unix socket is in the\n"
-        "cluster folder)."),
+        "TCP port of the embedded cluster (its unix socket is in the cluster\n"
+        "folder). It listens on loopback, or with [salvus] hosts on its host's\n"
+        "address, where the other hosts reach it with TLS and a password."),
+    Key("database", "host", lambda: "", _name_or_empty,
+        "With [salvus] hosts and the embedded cluster: the host it runs on.\n"
+        "Empty: the first host."),
     Key("database", "cluster", lambda: "", _text,
         "Folder of the embedded cluster. Empty: <data folder>/pg."),
     Key("memcached", "enabled", lambda: "yes", _choice("yes", "no"),
@@ -238,6 +286,10 @@ SCHEMA: tuple[Key, ...] = (
         "haproxy instances on this host (haproxy i listens on http_port + i and\n"
         "https_port + i). Two let a page go on through the other when one dies;\n"
         "in production each runs on its own host (docs/deploy.md)."),
+    Key("haproxy", "hosts", lambda: "", _names,
+        "With [salvus] hosts: the hosts that run count haproxies each. Empty:\n"
+        "every host. Give a page two of them, on two hosts, and it goes on when\n"
+        "one dies (DNS names both: docs/deploy.md)."),
     Key("haproxy", "http_port", lambda: "80", PORT,
         "Port of haproxy0's plain HTTP listener, which only redirects to https."),
     Key("haproxy", "https_port", lambda: "443", PORT,
@@ -282,9 +334,17 @@ class Config:
     def __init__(self, values: dict[tuple[str, str], object], path: Path | None = None):
         self._values = values
         self.path = path
+        self.topology: Topology | None = None  # set by validate; see salvusctl/topology.py
 
     def get(self, section: str, name: str):
         return self._values[(section, name)]
+
+    def with_topology(self, topology: Topology,
+                      values: dict[tuple[str, str], object] | None = None) -> Config:
+        """A copy that runs as ``topology.this``, with ``values`` in place."""
+        copy = Config({**self._values, **(values or {})}, self.path)
+        copy.topology = topology
+        return copy
 
     @property
     def embedded_db(self) -> bool:
@@ -311,7 +371,9 @@ def validate(raw: dict[tuple[str, str], str], where: str) -> Config:
             raise ConfigError(
                 f"{where}: [{key.section}] {key.name} {exc} (got {text!r}); fix it in that file"
             ) from None
-    return Config(values)
+    config = Config(values)
+    config.topology = topology.build(config, None)
+    return config
 
 
 def render(raw: dict[tuple[str, str], str]) -> str:

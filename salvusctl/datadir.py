@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 
 from salvusctl import config as configfile
+from salvusctl import topology
 from salvusctl.errors import ConfigError, NotInitialized
 
 # sun_path in struct sockaddr_un holds 108 bytes including the final NUL.
@@ -61,6 +62,7 @@ class DataDir:
     allowed_clients = property(lambda self: self.curve / "clients")
     workers_file = property(lambda self: self.etc / "workers.json")
     frontends_file = property(lambda self: self.etc / "frontends.json")
+    host_file = property(lambda self: self.root / "host")
 
     def cluster(self, config: configfile.Config) -> Path:
         chosen = config.get("database", "cluster")
@@ -79,14 +81,23 @@ class DataDir:
     def exists(self) -> bool:
         return self.config_file.exists()
 
-    def load_config(self) -> configfile.Config:
+    def host(self) -> str | None:
+        """Which of the config's hosts this folder is on (init --host), if told."""
         try:
-            return configfile.load(self.config_file)
+            return self.host_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def load_config(self) -> configfile.Config:
+        """The config as this folder's host runs it (salvusctl/topology.py)."""
+        try:
+            config = configfile.load(self.config_file)
         except FileNotFoundError:
             raise NotInitialized(
                 f"{self.root} is not an initialized data folder; "
                 f"run `salvusctl init --data {self.root}` first"
             ) from None
+        return topology.on_host(config, self.host())
 
     def check_socket_paths(self, config: configfile.Config) -> None:
         """Unix socket paths have a hard length limit; fail early and clearly."""

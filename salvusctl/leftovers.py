@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 MARK = "SALVUS_INSTANCE"
+HOST_MARK = "SALVUS_HOST"
 
 
 def _read(pid: str, name: str) -> bytes:
@@ -25,14 +26,18 @@ def _read(pid: str, name: str) -> bytes:
         return b""
 
 
-def find(instance: str) -> dict[int, str]:
-    """pid -> command line of every live process carrying this instance's mark."""
-    mark = f"{MARK}={instance}".encode()
+def find(instance: str, host: str | None = None) -> dict[int, str]:
+    """pid -> command line of every live process carrying this instance's mark
+    (and, when ``host`` is given, that host's: the folders of several hosts of
+    one appliance may share a machine)."""
+    marks = {f"{MARK}={instance}".encode()}
+    if host is not None:
+        marks.add(f"{HOST_MARK}={host}".encode())
     found = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         if int(pid) == os.getpid():
             continue
-        if mark in _read(pid, "environ").split(b"\0"):
+        if marks <= set(_read(pid, "environ").split(b"\0")):
             cmdline = _read(pid, "cmdline").replace(b"\0", b" ").decode(errors="replace")
             if cmdline:  # a zombie has none and has already ended
                 found[int(pid)] = cmdline.strip()
@@ -44,10 +49,11 @@ def _is_postmaster(cmdline: str) -> bool:
     return bool(parts) and os.path.basename(parts[0]) == "postgres" and "-D" in parts
 
 
-def terminate(instance: str, say: Callable[[str], None], grace: float = 15.0) -> int:
+def terminate(instance: str, say: Callable[[str], None], grace: float = 15.0,
+              host: str | None = None) -> int:
     """Stop every leftover: SIGINT to PostgreSQL (its fast shutdown), SIGTERM to
     the rest, SIGKILL to whatever is still there after ``grace`` seconds."""
-    found = find(instance)
+    found = find(instance, host)
     if not found:
         return 0
     say(f"supervisord is gone but {len(found)} of its processes still run; stopping them: "
@@ -56,12 +62,12 @@ def terminate(instance: str, say: Callable[[str], None], grace: float = 15.0) ->
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGINT if _is_postmaster(cmdline) else signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while find(instance) and time.monotonic() < deadline:
+    while find(instance, host) and time.monotonic() < deadline:
         time.sleep(0.1)
-    for pid in find(instance):
+    for pid in find(instance, host):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while find(instance) and time.monotonic() < deadline:
+    while find(instance, host) and time.monotonic() < deadline:
         time.sleep(0.1)
     return len(found)

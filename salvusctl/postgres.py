@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg2
 
+from salvusctl import tls
 from salvusctl.accounts import Account
 from salvusctl.config import Config
 from salvusctl.datadir import DataDir
@@ -52,7 +53,7 @@ def find_bindir() -> Path:
 
 def server_args(data: DataDir, config: Config) -> list[str]:
     """postgres's settings, given on its command line so the config file rules."""
-    return [
+    args = [
         "-D", str(data.pg_data(config)),
         "-c", f"listen_addresses={config.get('salvus', 'bind')}",
         "-c", f"port={config.get('database', 'port')}",
@@ -62,13 +63,70 @@ def server_args(data: DataDir, config: Config) -> list[str]:
         "-c", "log_timezone=UTC",
         "-c", "log_line_prefix=%m [%p] ",
     ]
+    if config.topology.several:
+        # Other hosts come over the network: TLS (see allow_other_hosts).
+        cert, key = tls_files(data, config)
+        args += ["-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}",
+                 "-c", "ssl_min_protocol_version=TLSv1.2"]
+    return args
+
+
+def tls_files(data: DataDir, config: Config) -> tuple[Path, Path]:
+    folder = data.cluster(config) / "tls"
+    return folder / "server.crt", folder / "server.key"
+
+
+# pg_hba.conf lines that let the other hosts in: TLS and the password only.
+OTHER_HOSTS = ("# salvus: the appliance's other hosts ([salvus] hosts), TLS only\n"
+               f"hostssl {DB_NAME},postgres {DB_USER} 0.0.0.0/0 scram-sha-256\n"
+               f"hostssl {DB_NAME},postgres {DB_USER} ::/0 scram-sha-256\n")
+
+
+def allow_other_hosts(data: DataDir, config: Config, account: Account | None) -> bool:
+    """With several hosts: the cluster's certificate (self-signed: it
+    encrypts; the password, over scram, authenticates) and the pg_hba.conf
+    lines for other hosts. Whether anything changed."""
+    if not config.topology.several:
+        return False
+    changed = False
+    cert, key = tls_files(data, config)
+    if not (cert.exists() and key.exists()):
+        cert.parent.mkdir(mode=0o700, exist_ok=True)
+        tls.make_self_signed(cert, "salvus-database", (config.get("salvus", "bind"),),
+                             key_path=key)
+        changed = True
+    hba = data.pg_data(config) / "pg_hba.conf"
+    if OTHER_HOSTS not in hba.read_text():
+        with hba.open("a") as f:
+            f.write("\n" + OTHER_HOSTS)
+        changed = True
+    if account is not None:
+        for path in (cert.parent, cert, key, hba):
+            os.chown(path, account.uid, account.gid)
+    return changed
 
 
 def embedded_dsn(data: DataDir, config: Config, dbname: str = DB_NAME) -> str:
+    top = config.topology
+    if top.several and not top.runs_database():
+        # On another host: over the network, with TLS.
+        return (f"host={top.hosts[top.database]} port={config.get('database', 'port')} "
+                f"dbname={dbname} user={DB_USER} passfile={data.pgpass} sslmode=require")
     return (
         f"host={data.pg_run(config)} port={config.get('database', 'port')} "
         f"dbname={dbname} user={DB_USER} passfile={data.pgpass}"
     )
+
+
+def ensure_password(data: DataDir) -> str:
+    """The database password: the one every host's copy of secrets/ holds, or
+    a new one (the first init)."""
+    if data.pgpass.exists():
+        return data.pgpass.read_text().strip().rsplit(":", 1)[1]
+    password = secrets.token_urlsafe(24)
+    data.pgpass.write_text(f"*:*:*:{DB_USER}:{password}\n")
+    os.chmod(data.pgpass, 0o600)
+    return password
 
 
 def _run_as(account: Account | None, argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -87,7 +145,7 @@ def initdb(data: DataDir, config: Config, account: Account | None) -> None:
     """Create the cluster with password auth only (no trust, no peer)."""
     bindir = find_bindir()
     cluster = data.cluster(config)
-    password = secrets.token_urlsafe(24)
+    password = ensure_password(data)
     pwfile = cluster / ".initdb-password"
     pwfile.write_text(password + "\n")
     os.chmod(pwfile, 0o600)
@@ -103,8 +161,6 @@ def initdb(data: DataDir, config: Config, account: Account | None) -> None:
         pwfile.unlink()
     if result.returncode != 0:
         raise _fail("initdb", result)
-    data.pgpass.write_text(f"*:*:*:{DB_USER}:{password}\n")
-    os.chmod(data.pgpass, 0o600)
 
 
 @contextmanager

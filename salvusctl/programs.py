@@ -23,7 +23,7 @@ from pathlib import Path
 from string import Template
 
 from sage_worker import curve
-from salvusctl import access, postgres, uids
+from salvusctl import access, postgres, topology, uids
 from salvusctl.accounts import Account
 from salvusctl.config import Config
 from salvusctl.datadir import DataDir
@@ -45,6 +45,7 @@ class Program:
     template: str
     values: dict[str, str] = field(compare=False)
     ports: tuple[int, ...] = ()
+    host: str = ""  # which of the config's hosts runs it (salvusctl/topology.py)
 
     @property
     def kind(self) -> str:
@@ -73,8 +74,30 @@ def _launcher(data: DataDir, account: Account | None) -> str:
 
 
 def plan(data: DataDir, config: Config, service: Account | None) -> list[Program]:
-    """Every program this data folder runs, in start order."""
-    common = {
+    """Every program this data folder runs (this host's share), in start order."""
+    return [p for p in everywhere(data, config, service) if p.host == config.topology.this]
+
+
+def everywhere(data: DataDir, config: Config, service: Account | None) -> list[Program]:
+    """Every program of the appliance, on every host, in start order per host."""
+    found: list[Program] = []
+    for host in config.topology.hosts:
+        found += _share(data, topology.as_host(config, host), service)
+    if config.get("haproxy", "enabled") == "yes":
+        frontends = [p for p in found if p.kind == "web"]
+        for host in config.topology.hosts:
+            found += haproxies(data, topology.as_host(config, host), service, frontends)
+    for host in config.topology.hosts:
+        # salvusctl message binds this port while it sends: no program may take it.
+        extra = [Program("salvusctl message", "", {}, (config.get("web", "bus_port"),))] \
+            if host == _message_host(config) else []
+        _check_ports_distinct([*[p for p in found if p.host == host], *extra])
+    return found
+
+
+def _common(data: DataDir, config: Config) -> dict[str, str]:
+    """What every program file of one host is rendered with."""
+    return {
         "data": str(data.root),
         "logs": str(data.logs),
         "python": sys.executable,
@@ -84,17 +107,23 @@ def plan(data: DataDir, config: Config, service: Account | None) -> list[Program
         "dsn_file": str(data.dsn_file),
         **log_rotation(config),
     }
+
+
+def _share(data: DataDir, config: Config, service: Account | None) -> list[Program]:
+    """The programs of ``config.topology.this``, but its haproxies."""
+    common = _common(data, config)
+    host = config.topology.this
     found: list[Program] = []
-    if config.embedded_db:
+    if config.topology.runs_database():
         args = shlex.join(postgres.server_args(data, config))
         found.append(Program("postgres", "postgres.conf.in", {
             **common, "name": "postgres",
             "command": _supervisor_value(f"{postgres.find_bindir() / 'postgres'} {args}"),
             "user_line": _user_line(service), "cluster": str(data.cluster(config)),
-        }, (config.get("database", "port"),)))
+        }, (config.get("database", "port"),), host))
     memcached = None
     launcher = _launcher(data, service)
-    if config.get("memcached", "enabled") == "yes":
+    if config.get("memcached", "enabled") == "yes" and config.topology.runs_frontends():
         # A unix socket only the service user may reach: memcached has no
         # authentication, and what it holds is served to browsers. It starts
         # as the service user in the view that shows it the data folder, which
@@ -105,32 +134,35 @@ def plan(data: DataDir, config: Config, service: Account | None) -> list[Program
             "command": launcher + shlex.join([
                 _memcached_binary(), "-s", memcached, "-a", "0700", "-U", "0",
                 "-m", str(config.get("memcached", "memory_mb"))]),
-        }))
+        }, (), host))
     found.append(Program("registry", "registry.conf.in", {
         **common, "name": "registry", "spool": str(data.registry_spool),
         "buffer": str(config.get("registry", "buffer")), "launcher": launcher,
-    }))
+    }, (), host))
     found.append(Program("shipper", "shipper.conf.in", {
         **common, "name": "shipper", "launcher": launcher,
         "log_dsn_file": str(data.log_dsn_file),
         "keep_days": str(config.get("logs", "keep_days")),
-    }))
-    for i in range(config.get("worker", "count")):
+    }, (), host))
+    bind = config.get("salvus", "bind")
+    for i in config.topology.indices("worker"):
         port = config.get("worker", "port") + i
         publish = config.get("worker", "publish_port") + i
         options = [*worker_options(data, config, i),
-                   "--publish", f"tcp://{config.get('salvus', 'bind')}:{publish}"]
+                   "--publish", f"tcp://{bracketed(bind)}:{publish}"]
         found.append(Program(f"worker{i}", "worker.conf.in", {
             **common, "name": f"worker{i}", "index": str(i), "port": str(port),
             "options": _supervisor_value(shlex.join(options)),
-        }, (port, publish)))
-    for i in range(config.get("web", "count")):
+            "endpoint": f"tcp://{bracketed(bind)}:{port}",
+            "publish": f"tcp://{bracketed(bind)}:{publish}",
+        }, (port, publish), host))
+    for i in config.topology.indices("web"):
         port = config.get("web", "port") + i
         bus = bus_port(config, i)
         options = [
             *web_options(data, config, memcached),
             "--frontends-file", str(data.frontends_file),
-            "--bus-bind", f"tcp://{config.get('salvus', 'bind')}:{bus}",
+            "--bus-bind", f"tcp://{bracketed(bind)}:{bus}",
             "--instance", config.get("salvus", "instance"),
             "--host", config.get("salvus", "host"),
             "--public-url", web_url(config, port)]
@@ -143,29 +175,35 @@ def plan(data: DataDir, config: Config, service: Account | None) -> list[Program
             **common, "name": f"web{i}", "index": str(i), "port": str(port),
             "workers_file": str(data.workers_file), "launcher": launcher,
             "options": _supervisor_value(shlex.join(options)),
-        }, (port, bus)))
-    if config.get("haproxy", "enabled") == "yes":
-        found += haproxies(data, config, service, common,
-                           [p for p in found if p.kind == "web"])
-    # salvusctl message binds this port while it sends: no program may take it.
-    _check_ports_distinct([*found, Program("salvusctl message", "", {},
-                                           (config.get("web", "bus_port"),))])
+            "http": web_url(config, port), "bus": bus_endpoint(config, bus),
+            "backend": _host_port(_local(bind), port),
+        }, (port, bus), host))
     return found
 
 
-def haproxies(data: DataDir, config: Config, service: Account | None, common: dict,
+def _local(address: str) -> str:
+    """Where a program listening on ``address`` is reached (every address:
+    loopback)."""
+    return "127.0.0.1" if address in ("0.0.0.0", "::") else address
+
+
+def _message_host(config: Config) -> str:
+    """Where `salvusctl message` binds: the first host with frontends."""
+    return config.topology.placement["web"][0]
+
+
+def haproxies(data: DataDir, config: Config, service: Account | None,
               frontends: list[Program]) -> list[Program]:
-    """haproxy0, ...: each with its config file's text in ``values["config"]``."""
-    bind = config.get("haproxy", "bind") or config.get("salvus", "bind")
-    backend = config.get("salvus", "bind")
-    backend = "127.0.0.1" if backend in ("0.0.0.0", "::") else backend
-    servers = "\n".join(f"    server {p.name} {_host_port(backend, p.ports[0])} check"
-                         for p in frontends)
+    """This host's haproxies, in front of every frontend: each with its config
+    file's text in ``values["config"]``."""
+    common = _common(data, config)
+    bind = haproxy_bind(config)
+    servers = "\n".join(f"    server {p.name} {p.values['backend']} check" for p in frontends)
     user = (f"    user {service.name}\n    group {service.name}" if service is not None
             else "    # (not root: haproxy runs as the admin who started supervisord)")
     certificate = config.get("haproxy", "certificate")
     found = []
-    for i in range(config.get("haproxy", "count")):
+    for i in config.topology.indices("haproxy"):
         http, https = (config.get("haproxy", "http_port") + i,
                        config.get("haproxy", "https_port") + i)
         name = f"haproxy{i}"
@@ -185,8 +223,16 @@ def haproxies(data: DataDir, config: Config, service: Account | None, common: di
             **common, "name": name, "index": str(i), "haproxy": _haproxy_binary(),
             "cfg": str(cfg), "config": text,
             "digest": hashlib.sha256(text.encode()).hexdigest()[:16],
-        }, (http, https)))
+        }, (http, https), config.topology.this))
     return found
+
+
+def haproxy_bind(config: Config) -> str:
+    """haproxy's listening address: [haproxy] bind on one host; its host's
+    address on several."""
+    if config.topology.several:
+        return config.get("salvus", "bind")
+    return config.get("haproxy", "bind") or config.get("salvus", "bind")
 
 
 def bracketed(address: str) -> str:
@@ -208,26 +254,39 @@ def _haproxy_binary() -> str:
 
 def haproxy_sources(config: Config) -> list[str]:
     """The addresses the haproxies' connections to the frontends come from."""
+    top = config.topology
+    if top.several:
+        return [top.hosts[host] for host in top.placement["haproxy"]]
     backend = config.get("salvus", "bind")
     return ["127.0.0.1", "::1"] if backend in ("127.0.0.1", "0.0.0.0", "::", "::1") \
         else [backend]
 
 
-def public_host(config: Config) -> str:
-    """The name browsers use for the haproxies (and the certificate's)."""
+def public_host(config: Config, host: str | None = None) -> str:
+    """The name browsers use for the haproxies of ``host`` (this one by
+    default), which their certificate carries."""
     chosen = config.get("haproxy", "public_name")
     if chosen:
         return chosen
-    bind = config.get("haproxy", "bind") or config.get("salvus", "bind")
+    if host is not None and host != config.topology.this:
+        return config.topology.hosts[host]
+    bind = haproxy_bind(config)
     return socket.gethostname() if bind in ("0.0.0.0", "::") else bind
 
 
+def public_hosts(config: Config) -> list[str]:
+    """The names of every host's haproxies, for the certificate they share."""
+    return list(dict.fromkeys(public_host(config, host)
+                              for host in config.topology.placement["haproxy"]))
+
+
 def haproxy_urls(config: Config) -> list[str]:
-    """The https URLs of this host's haproxies, haproxy0's first."""
+    """The https URLs of every haproxy, haproxy0's first."""
     urls = []
-    for i in range(config.get("haproxy", "count")):
+    for i in range(config.topology.total("haproxy")):
+        name = public_host(config, config.topology.host_of("haproxy", i))
         port = config.get("haproxy", "https_port") + i
-        urls.append(f"https://{bracketed(public_host(config))}{'' if port == 443 else f':{port}'}/")
+        urls.append(f"https://{bracketed(name)}{'' if port == 443 else f':{port}'}/")
     return urls
 
 
@@ -304,7 +363,9 @@ def web_options(data: DataDir, config: Config, memcached: str | None) -> list[st
     for name in WEB_OPTIONS:
         value = str(config.get("web", name))
         if name == "server_names" and config.get("haproxy", "enabled") == "yes":
-            value = " ".join(filter(None, [value, config.get("haproxy", "public_name")]))
+            # The names browsers reach the haproxies by come in the Host header.
+            value = " ".join(dict.fromkeys(filter(None, [*value.split(),
+                                                         *public_hosts(config)])))
         options += ["--" + name.replace("_", "-"), value]
     return options
 
@@ -357,28 +418,30 @@ def rendered(data: DataDir, config: Config, service: Account | None) -> dict[Pat
         "data": str(data.root), "sock": str(data.supervisor_sock),
         "pidfile": str(data.supervisor_pid), "logs": str(data.logs),
         "programs": str(data.programs_dir), "instance": config.get("salvus", "instance"),
+        "host": config.get("salvus", "host"),
         **log_rotation(config),
         "password": access.supervisor_password(data) or "",
         "user_line": "user = root" if service is not None else
                      "; user: not set; supervisord runs as the admin who started it",
     })}
     # The frontends watch this file: workers added or removed take effect
-    # without restarting them.
-    bind = config.get("salvus", "bind")
+    # without restarting them. It lists every host's workers.
+    every = everywhere(data, config, service)
     server_key = curve.load_public(data.worker_public_key).decode()
-    workers = [{"name": p.name, "endpoint": f"tcp://{bind}:{p.ports[0]}",
-                "publish": f"tcp://{bind}:{p.ports[1]}", "server_key": server_key}
-               for p in found if p.kind == "worker"]
+    workers = [{"name": p.name, "endpoint": p.values["endpoint"],
+                "publish": p.values["publish"], "server_key": server_key}
+               for p in every if p.kind == "worker"]
     files[data.workers_file] = json.dumps(workers, indent=2) + "\n"
     # The bus: each frontend subscribes to the others and to salvusctl message.
     web_public = curve.load_public(data.web_key).decode()
-    frontends = [{"name": p.name, "bus": bus_endpoint(config, p.ports[1]), "key": web_public,
-                  "http": web_url(config, p.ports[0])} for p in found if p.kind == "web"]
+    frontends = [{"name": p.name, "bus": p.values["bus"], "key": web_public,
+                  "http": p.values["http"]} for p in every if p.kind == "web"]
+    message = topology.as_host(config, _message_host(config))
     # Read by web/bus.py (Directory): salvusctl and its registry listener do
     # not import the web package (a broken one must not take them down).
     files[data.frontends_file] = json.dumps({
         "frontends": frontends,
-        "message": {"endpoint": bus_endpoint(config, config.get("web", "bus_port")),
+        "message": {"endpoint": bus_endpoint(message, config.get("web", "bus_port")),
                     "key": web_public}}, indent=2) + "\n"
     for program in found:
         files[data.programs_dir / f"{program.name}.conf"] = render_template(

@@ -65,8 +65,8 @@ def record(conn, events: list[Event], source: str = "listener") -> None:
             cur.execute(
                 "INSERT INTO components (instance, name, kind, host, pid, state, updated_at)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (instance, name) DO UPDATE SET kind = EXCLUDED.kind,"
-                " host = EXCLUDED.host, pid = EXCLUDED.pid, state = EXCLUDED.state,"
+                " ON CONFLICT (instance, host, name) DO UPDATE SET kind = EXCLUDED.kind,"
+                " pid = EXCLUDED.pid, state = EXCLUDED.state,"
                 " updated_at = EXCLUDED.updated_at"
                 " WHERE components.updated_at <= EXCLUDED.updated_at",
                 (e.instance, e.name, e.kind, e.host, e.current_pid, e.state, e.at),
@@ -104,42 +104,45 @@ def observed(info: dict) -> tuple[str, int | None]:
     return state, pid
 
 
-def check(conn, instance: str, host: str, actual: dict[str, dict]) -> list[str]:
-    """Make ``components`` agree with supervisord; return one line per repair."""
+def check(conn, instance: str, host: str, actual: dict[str, dict],
+          hosts: tuple[str, ...] | None = None) -> list[str]:
+    """Make this host's rows of ``components`` agree with its supervisord, and
+    remove the rows of hosts the config no longer has (``hosts``; by default
+    only this one); return one line per repair."""
     with conn.cursor() as cur:
         cur.execute(
             "SELECT name, host, pid, state FROM components WHERE instance = %s", (instance,)
         )
-        rows = {name: (h, pid, state) for name, h, pid, state in cur.fetchall()}
+        found = cur.fetchall()
+    rows = {name: (pid, state) for name, h, pid, state in found if h == host}
+    gone = sorted({(h, name) for name, h, _, _ in found if h not in (hosts or (host,))})
     now = datetime.now(UTC)
     repairs, events = [], []
     for name in sorted(actual):
         state, pid = observed(actual[name])
         if name not in rows:
             repairs.append(f"{name}: added missing row ({state}, pid {pid})")
-        elif rows[name] != (host, pid, state):
-            old_host, old_pid, old_state = rows[name]
+        elif rows[name] != (pid, state):
+            old_pid, old_state = rows[name]
             changes = []
             if old_state != state:
                 changes.append(f"state {old_state} -> {state}")
             if old_pid != pid:
                 changes.append(f"pid {old_pid} -> {pid}")
-            if old_host != host:
-                changes.append(f"host {old_host} -> {host}")
             repairs.append(f"{name}: fixed " + ", ".join(changes))
         else:
             continue
         events.append(Event(instance, host, name, state, None, pid, now))
     if events:
         record(conn, events, source="check")
-    stale = sorted(set(rows) - set(actual))
-    if stale:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                "DELETE FROM components WHERE instance = %s AND name = ANY(%s)",
-                (instance, stale),
-            )
-        repairs += [f"{name}: removed row of a program that no longer exists" for name in stale]
+    stale = [(host, name) for name in sorted(set(rows) - set(actual))]
+    with conn, conn.cursor() as cur:
+        for h, name in [*stale, *gone]:
+            cur.execute("DELETE FROM components WHERE instance = %s AND host = %s"
+                        " AND name = %s", (instance, h, name))
+    repairs += [f"{name}: removed row of a program that no longer exists" for _, name in stale]
+    repairs += [f"{name}: removed row of host {h}, which the config no longer has"
+                for h, name in gone]
     return repairs
 
 

@@ -42,10 +42,12 @@ def _alt_names(names: list[str]) -> str:
     return ",".join(entries)
 
 
-def make_self_signed(path: Path, name: str) -> None:
-    """A self-signed ECDSA P-256 certificate and key for ``name`` (plus
-    localhost and loopback), written to ``path`` (mode 0600) at once."""
-    names = [name, socket.gethostname(), "localhost", "127.0.0.1", "::1"]
+def make_self_signed(path: Path, name: str, also: tuple[str, ...] = (),
+                     key_path: Path | None = None) -> None:
+    """A self-signed ECDSA P-256 certificate and key for ``name`` and ``also``
+    (plus localhost and loopback), written to ``path`` (mode 0600) at once;
+    the key to ``key_path`` instead when one is given (PostgreSQL's way)."""
+    names = [name, *also, socket.gethostname(), "localhost", "127.0.0.1", "::1"]
     with tempfile.TemporaryDirectory() as scratch:
         key, cert = Path(scratch) / "key.pem", Path(scratch) / "cert.pem"
         result = subprocess.run(
@@ -57,11 +59,20 @@ def make_self_signed(path: Path, name: str) -> None:
         if result.returncode != 0:
             raise ConfigError(f"openssl could not make a certificate: "
                               f"{(result.stderr.strip().splitlines() or ['?'])[-1]}")
-        temporary = path.with_name(path.name + ".new")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(cert.read_text() + key.read_text())
-        temporary.replace(path)
+        if key_path is None:
+            _write_private(path, cert.read_text() + key.read_text())
+        else:
+            _write_private(key_path, key.read_text())
+            _write_private(path, cert.read_text())
+
+
+def _write_private(path: Path, text: str) -> None:
+    """``text`` into ``path``, mode 0600, replacing it at once."""
+    temporary = path.with_name(path.name + ".new")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    temporary.replace(path)
 
 
 def fingerprint(path: Path) -> str:

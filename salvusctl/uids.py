@@ -33,10 +33,18 @@ MARKER = ".salvus-instance"  # in a data folder: the instance its uid range is f
 
 
 def needed(config: Config, base: int | None = None) -> range:
-    """The uids this config's workers hand out: each worker one per session and spare."""
+    """The uids this host's workers hand out: each worker one per session and
+    spare (worker i from uid_base + i * that on: unique on every host)."""
     per_worker = config.get("worker", "max_sessions") + config.get("worker", "spares")
     first = base if base is not None else config.get("worker", "uid_base")
-    return range(first, first + config.get("worker", "count") * per_worker)
+    here = config.topology.indices("worker")
+    return range(first + here.start * per_worker, first + here.stop * per_worker)
+
+
+def span(config: Config) -> int:
+    """How many uids the workers of every host hand out together."""
+    per_worker = config.get("worker", "max_sessions") + config.get("worker", "spares")
+    return config.topology.total("worker") * per_worker
 
 
 @contextlib.contextmanager
@@ -114,10 +122,16 @@ def pick(data: Path, instance: str, size: int, registry: Path = REGISTRY) -> int
     return base
 
 
-def claim(data: Path, instance: str, uids: range, registry: Path = REGISTRY) -> None:
-    """Record ``uids`` as this data folder's, or refuse with a free base named."""
+def claim(data: Path, instance: str, uids: range, registry: Path = REGISTRY,
+          exact: bool = False) -> None:
+    """Record ``uids`` as this data folder's, or refuse with a free base named.
+    ``exact``: hold just these (one host's share of a range that several
+    hosts' data folders, maybe on one machine, divide), not a whole block."""
     with _locked(registry) as entries:
         others = [e for e in entries if e["data"] != str(data)]
+        if not uids:  # no workers here: nothing to hold
+            entries[:] = others
+            return
         clash = next((e for e in others if _overlaps(uids, e)), None)
         users = _users_in(uids)
         if clash or users:
@@ -128,8 +142,9 @@ def claim(data: Path, instance: str, uids: range, registry: Path = REGISTRY) -> 
                 f"session uids {uids.start}-{uids.stop - 1} overlap {holder}; set "
                 f"[worker] uid_base = {free} (free) in {data / 'salvus.conf'}")
         block = next((e for e in entries if e["data"] == str(data)), None)
-        if block is None or not block["first"] <= uids.start <= uids.stop - 1 <= block["last"]:
+        if exact or block is None or \
+                not block["first"] <= uids.start <= uids.stop - 1 <= block["last"]:
+            last = uids.stop - 1 if exact else max(uids.stop - 1, uids.start + BLOCK - 1)
             entries[:] = [*others, {"data": str(data), "instance": instance,
-                                    "first": uids.start,
-                                    "last": max(uids.stop - 1, uids.start + BLOCK - 1)}]
+                                    "first": uids.start, "last": last}]
         _mark(data, instance)
