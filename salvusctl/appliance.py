@@ -156,14 +156,10 @@ def _create(data: DataDir, raw: dict, say: Say, host: str | None) -> None:
 def _as_host(raw: dict, host: str | None) -> configfile.Config:
     """The init options' config as host ``host`` runs it."""
     config = configfile.validate(raw, "init options")
-    if _pairs_named(config) and host is None:
+    if config.get("salvus", "hosts") and host is None:
         raise ConfigError("[salvus] hosts names several hosts; say which one this is with "
                           "`salvusctl init --host NAME`")
     return topology.on_host(config, host)
-
-
-def _pairs_named(config: configfile.Config) -> bool:
-    return bool(config.get("salvus", "hosts"))
 
 
 def _choose_uids(data: DataDir, raw: dict, config: configfile.Config,

@@ -18,7 +18,7 @@ With no ``[salvus] hosts`` there is one host, this one, at ``[salvus] bind``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from salvusctl.errors import ConfigError
@@ -119,7 +119,3 @@ def as_host(config: Config, host: str) -> Config:
     """The same config as another host of it sees it (for that host's
     programs' addresses)."""
     return on_host(config, host) if config.topology.several else config
-
-
-def with_this(topology: Topology, host: str) -> Topology:
-    return replace(topology, this=host)

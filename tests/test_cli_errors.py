@@ -6,6 +6,7 @@ import socket
 
 import pytest
 
+from salvusctl import config as configfile
 from tests.helpers import processes_of, run
 
 
@@ -83,8 +84,7 @@ def test_unknown_program_lists_the_real_ones(initialized):
 
 
 def test_port_in_use_is_named_and_nothing_left_running(initialized):
-    config = (initialized / "salvus.conf").read_text()
-    web_port = int(config.split("[web]")[1].split("port = ")[1].split()[0])
+    web_port = configfile.load(initialized / "salvus.conf").get("web", "port")
     with socket.socket() as squatter:
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", web_port))
