@@ -81,7 +81,8 @@ def secure(data: DataDir, service: Account | None) -> None:
     own(data.pgpass, 0o600)  # salvusctl's own; libpq refuses one its group may read
     own(data.supervisor_secret, 0o600)
     own(data.tls_pem, 0o600)  # haproxy reads it as root, before it drops to the service user
-    for readable in (data.dsn_file, data.log_dsn_file, data.web_secret, data.web_key):
+    for readable in (data.dsn_file, data.log_dsn_file, data.web_secret, data.web_key,
+                     data.providers_file):
         own(readable, 0o640, by_group=True)
     own(data.curve, 0o750, by_group=True)
     own(data.worker_key, 0o600)

@@ -304,6 +304,47 @@ SCHEMA: tuple[Key, ...] = (
         "from Let's Encrypt (docs/deploy.md: renewal). Empty: a self-signed one\n"
         "that salvusctl makes in secrets/tls.pem and whose SHA-256 fingerprint\n"
         "init and start print, for browsers to check once."),
+    Key("accounts", "anonymous", lambda: "yes", _choice("yes", "no"),
+        "Whether people may compute without signing in (their worksheets are not\n"
+        "saved unless they sign in, which keeps the page's work). no: the page\n"
+        "sends everyone to the sign-in page first."),
+    Key("accounts", "anonymous_sessions", lambda: "3", _int_in(1, 10000),
+        "Worksheet sessions one anonymous browser may hold open (signed-in ones:\n"
+        "[web] sessions_per_browser)."),
+    Key("accounts", "session_starts", lambda: "60/minute", _rate,
+        "New sessions one signed-in account may start (COUNT/second|minute|hour|day;\n"
+        "counted in memcached across frontends). Beyond it the page says when to try\n"
+        "again."),
+    Key("accounts", "executions", lambda: "1200/minute", _rate,
+        "Cells one signed-in account may run."),
+    Key("accounts", "address_session_starts", lambda: "600/minute", _rate,
+        "New sessions the signed-in browsers of one address may start together (a\n"
+        "class behind one NAT shares an address). This host's own addresses\n"
+        "(scripts on it) are not counted by address."),
+    Key("accounts", "address_executions", lambda: "12000/minute", _rate,
+        "Cells the signed-in browsers of one address may run together."),
+    Key("accounts", "anonymous_session_starts", lambda: "120/minute", _rate,
+        "New sessions the anonymous browsers of one address may start together."),
+    Key("accounts", "anonymous_executions", lambda: "3000/minute", _rate,
+        "Cells the anonymous browsers of one address may run together."),
+    *[key for preset, title in (("google", "Google"), ("github", "GitHub"),
+                                ("dropbox", "Dropbox"), ("facebook", "Facebook"))
+      for key in (
+          Key("accounts", f"{preset}_client_id", lambda: "", _text,
+              f"Sign-in with {title}: the OAuth client id the provider gave for this\n"
+              f"appliance (its redirect URI is https://<your name>/signin/{preset}/back).\n"
+              "Empty: no sign-in with it."),
+          Key("accounts", f"{preset}_client_secret", lambda: "", _text,
+              "...and its client secret. This file is readable by root only; the\n"
+              "frontends get it in secrets/providers.json, never on a command line."))],
+    Key("accounts", "oidc_title", lambda: "", _text,
+        "Any other OpenID Connect provider (a university's, Keycloak, ...): the\n"
+        "name on its button. Its redirect URI is https://<your name>/signin/oidc/back."),
+    Key("accounts", "oidc_discovery_url", lambda: "", _text,
+        "...its discovery document (https://.../.well-known/openid-configuration);\n"
+        "empty: none."),
+    Key("accounts", "oidc_client_id", lambda: "", _text, "...its client id."),
+    Key("accounts", "oidc_client_secret", lambda: "", _text, "...its client secret."),
     Key("logs", "dsn", lambda: "", _text,
         "libpq connection string of the database that keeps the logs (the table\n"
         "log). Empty: the appliance's database. Its own database spreads the load\n"

@@ -53,6 +53,7 @@ class DataDir:
     dsn_file = property(lambda self: self.secrets / "dsn")
     log_dsn_file = property(lambda self: self.secrets / "log_dsn")
     web_secret = property(lambda self: self.secrets / "web_secret_key")
+    providers_file = property(lambda self: self.secrets / "providers.json")
     supervisor_secret = property(lambda self: self.secrets / "supervisor_password")
     tls_pem = property(lambda self: self.secrets / "tls.pem")
     curve = property(lambda self: self.secrets / "curve")

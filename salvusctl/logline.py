@@ -102,7 +102,7 @@ def say(message: str, level: int = logging.INFO, **context) -> None:
 
 def secrets_in(*files: Path) -> frozenset[str]:
     """The values a program holds that must never show in a line: the
-    passwords in DSN files, secret keys."""
+    passwords in DSN files, secret keys, OAuth client secrets."""
     found = set()
     for path in files:
         try:
@@ -111,6 +111,9 @@ def secrets_in(*files: Path) -> frozenset[str]:
             continue
         found |= {m.group(2).strip("'") for shape in SHAPES for m in shape.finditer(text)}
         found |= set(re.findall(r'secret-key\s*=\s*"([^"]+)"', text))
+        found |= set(re.findall(r'"client_secret":\s*"([^"]+)"', text))  # providers.json
+        if re.fullmatch(r"\s*[A-Za-z0-9_\-]{16,}\s*", text):  # a file that is one secret
+            found.add(text.strip())
     return frozenset(found)
 
 

@@ -355,9 +355,41 @@ def worker_options(data: DataDir, config: Config, index: int) -> list[str]:
     return options
 
 
+PRESETS = ("google", "github", "dropbox", "facebook")
+
+
+def providers(config: Config) -> list[dict]:
+    """The sign-in providers of [accounts], as the frontends read them
+    (web/providers.py): in a file, since they hold client secrets."""
+    found = []
+    for name in PRESETS:
+        client_id = config.get("accounts", f"{name}_client_id")
+        if client_id:
+            found.append({"name": name, "client_id": client_id,
+                          "client_secret": config.get("accounts", f"{name}_client_secret")})
+    if config.get("accounts", "oidc_discovery_url"):
+        found.append({"name": "oidc", "title": config.get("accounts", "oidc_title") or "OpenID",
+                      "discovery_url": config.get("accounts", "oidc_discovery_url"),
+                      "client_id": config.get("accounts", "oidc_client_id"),
+                      "client_secret": config.get("accounts", "oidc_client_secret")})
+    return found
+
+
 def web_options(data: DataDir, config: Config, memcached: str | None) -> list[str]:
     """A frontend's command-line settings, all taken from the config."""
-    options = ["--curve-key", str(data.web_key)]
+    options = ["--curve-key", str(data.web_key), "--providers-file", str(data.providers_file),
+               "--secret-file", str(data.web_secret)]
+    if config.get("accounts", "anonymous") == "no":
+        options.append("--no-anonymous")
+    options += ["--anonymous-sessions", str(config.get("accounts", "anonymous_sessions"))]
+    for flag, key in (("starts", "session_starts"), ("executions", "executions"),
+                      ("address-starts", "address_session_starts"),
+                      ("address-executions", "address_executions"),
+                      ("anonymous-starts", "anonymous_session_starts"),
+                      ("anonymous-executions", "anonymous_executions")):
+        options += [f"--rate-{flag}", config.get("accounts", key)]
+    if config.get("haproxy", "enabled") == "yes":
+        options.append("--secure-cookies")  # browsers come in over https only
     if memcached:
         options += ["--memcached", memcached]
     for name in WEB_OPTIONS:
@@ -436,6 +468,7 @@ def rendered(data: DataDir, config: Config, service: Account | None) -> dict[Pat
     web_public = curve.load_public(data.web_key).decode()
     frontends = [{"name": p.name, "bus": p.values["bus"], "key": web_public,
                   "http": p.values["http"]} for p in every if p.kind == "web"]
+    files[data.providers_file] = json.dumps(providers(config), indent=2) + "\n"
     message = topology.as_host(config, _message_host(config))
     # Read by web/bus.py (Directory): salvusctl and its registry listener do
     # not import the web package (a broken one must not take them down).

@@ -13,6 +13,7 @@ import pytest
 from salvusctl import appliance, migrate, postgres
 from salvusctl.datadir import DataDir
 from salvusctl.resources import sql_dir
+from tests.accounts_client import close_all, start_signin_stack
 from tests.helpers import (
     free_base_port,
     kill_everything_of,
@@ -21,6 +22,13 @@ from tests.helpers import (
     started_appliance,
 )
 from tests.worker_client import UIDS, WorkerProcess
+
+
+@pytest.fixture(autouse=True)
+def _close_http_clients():
+    """The account tests' HTTP clients hold pooled sockets: closed after each test."""
+    yield
+    close_all()
 
 
 @pytest.fixture
@@ -140,3 +148,32 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.section("the canary (1+1 through the API) during each attack")
         for line in chaos.REPORT:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="module")
+def accounts_db(pg_cluster):
+    """A migrated database of the module's own."""
+    data, config = pg_cluster
+    name = f"accounts_{uuid.uuid4().hex[:10]}"
+    admin = postgres.connect(postgres.embedded_dsn(data, config, "postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    dsn = postgres.embedded_dsn(data, config, name)
+    conn = psycopg2.connect(dsn)
+    migrate.migrate(conn, sql_dir())
+    conn.close()
+    try:
+        yield dsn
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.close()
+
+
+@pytest.fixture(scope="module")
+def signin_stack(accounts_db):
+    """A frontend with sign-in (tests/oidc_provider.py as "campus" and "github"), a
+    worker and a migrated database: (web, provider, dsn)."""
+    with start_signin_stack(accounts_db) as stack:
+        yield stack

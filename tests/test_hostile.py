@@ -33,7 +33,7 @@ from tests.chaos import (
     stopped,
 )
 from tests.helpers import edit_config, run, wait_for
-from tests.web_client import Browserish, Frontend
+from tests.web_client import Browserish, Frontend, handshake
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="isolation full needs root")]
@@ -305,16 +305,7 @@ def test_other_sites_cannot_run_code_through_a_browser(appliance, origin):
 
 def websocket_handshake(port: int, origin: str) -> int:
     """The status a browser's websocket handshake from ``origin`` gets."""
-    import http.client
-
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request("GET", "/ws", headers={
-            "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Origin": origin})
-        return connection.getresponse().status
-    finally:
-        connection.close()
+    return handshake(port, {"Origin": origin})
 
 
 def test_every_page_carries_the_security_headers(appliance):

@@ -84,6 +84,20 @@ class WebProcess:
         terminate(self.proc, timeout=10)
 
 
+def handshake(port: int, headers: dict[str, str]) -> int:
+    """The status a websocket handshake with ``headers`` gets (101: opened)."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/ws", headers={
+            "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", **headers})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
 class Frontend:
     """Where a frontend listens, when no WebProcess owns it (an appliance's)."""
 
@@ -95,11 +109,12 @@ class Frontend:
 class Browserish:
     """The browser protocol over a real websocket, as the page speaks it."""
 
-    def __init__(self, web: WebProcess, cookie: str = "browser=test"):
+    def __init__(self, web: WebProcess, cookie: str = "browser=test",
+                 headers: dict | None = None):
         self.cookie = cookie
         self.session: str | None = None  # once attached
         self.ws = WsClient.connect(f"ws://127.0.0.1:{web.port}/ws",
-                                   headers={"Cookie": f"salvus_{cookie}"})
+                                   headers={"Cookie": f"salvus_{cookie}", **(headers or {})})
         self.last_seq = 0
         self.backlog: list[dict] = []
 

@@ -16,6 +16,7 @@ from salvusctl import logline  # noqa: E402
 from web import create_app, log  # noqa: E402
 from web.api import ApiLimits  # noqa: E402
 from web.db import make_cooperative  # noqa: E402
+from web.rates import RateLimits  # noqa: E402
 from web.sessions import Quotas  # noqa: E402
 
 
@@ -57,9 +58,23 @@ def main(argv: list[str] | None = None) -> None:
                         default=ApiLimits.concurrent_per_ip)
     parser.add_argument("--api-rate-per-ip", default=ApiLimits.rate_per_ip)
     parser.add_argument("--api-rate-total", default=ApiLimits.rate_total)
+    parser.add_argument("--providers-file", help="the sign-in providers, with their client "
+                        "secrets (salvusctl writes it from [accounts])")
+    parser.add_argument("--secret-file", help="the appliance's secret (signed cookies, CSRF "
+                        "tokens), shared by every frontend")
+    parser.add_argument("--no-anonymous", action="store_true",
+                        help="computing needs a signed-in account")
+    parser.add_argument("--secure-cookies", action="store_true",
+                        help="cookies only over https (the frontends are behind TLS)")
+    parser.add_argument("--anonymous-sessions", type=int,
+                        help="sessions one anonymous browser may hold (tighter than "
+                             "--sessions-per-browser)")
+    for name, default in RateLimits().__dict__.items():
+        parser.add_argument("--rate-" + name.replace("_", "-"), default=default,
+                            help="COUNT/UNIT (web/rates.py)")
     args = parser.parse_args(argv)
-    logline.setup(args.name, logline.secrets_in(*(Path(f) for f in (args.dsn_file,
-                                                                     args.curve_key) if f)))
+    logline.setup(args.name, logline.secrets_in(*(Path(f) for f in (
+        args.dsn_file, args.curve_key, args.providers_file, args.secret_file) if f)))
     make_cooperative()
     quotas = Quotas(args.sessions_per_browser, args.sessions_per_ip,
                     args.logs_mb, args.images_mb)
@@ -76,7 +91,13 @@ def main(argv: list[str] | None = None) -> None:
                       "FRONTENDS_FILE": args.frontends_file, "BUS_BIND": args.bus_bind,
                       "INSTANCE": args.instance, "HOST": args.host,
                       "PUBLIC_URL": args.public_url, "ENTRIES": tuple(args.entries),
-                      "TRUSTED_PROXIES": tuple(args.trusted_proxies)})
+                      "TRUSTED_PROXIES": tuple(args.trusted_proxies),
+                      "PROVIDERS_FILE": args.providers_file, "SECRET_FILE": args.secret_file,
+                      "ANONYMOUS": not args.no_anonymous,
+                      "ANONYMOUS_SESSIONS": args.anonymous_sessions,
+                      "RATE_LIMITS": RateLimits(**{n: getattr(args, "rate_" + n)
+                                                   for n in RateLimits().__dict__}),
+                      "SECURE_COOKIES": args.secure_cookies})
     app.extensions["salvus"].start()
     listener = socket.socket(socket.AF_INET6 if ":" in args.bind else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

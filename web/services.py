@@ -16,14 +16,17 @@ from flask import Flask, current_app
 
 from sage_worker import curve
 from salvusctl import logline
-from web import api, security
+from web import api, providers, security
+from web.accounts import Accounts
 from web.browsers import BrowserTable, Place
 from web.bus import Bus
 from web.cache import Cache
 from web.db import Database
+from web.rates import Rates
 from web.session_table import SessionTable
 from web.sessions import SessionManager
 from web.workers import WorkerPool
+from web.worksheets import Worksheets
 
 
 def log(message: str) -> None:
@@ -41,6 +44,14 @@ class Services:
     slots: api.Slots
     allowed_origins: tuple[str, ...]
     server_names: set[str]
+    accounts: Accounts | None = None  # None without a database
+    worksheets: Worksheets | None = None
+    oauth: object | None = None  # Authlib's OAuth (web/providers.py)
+    providers: dict[str, providers.Provider] = dataclasses.field(default_factory=dict)
+    anonymous: bool = True  # whether people may compute without signing in
+    anonymous_sessions: int | None = None  # sessions one anonymous browser may hold
+    rates: Rates | None = None
+    secure_cookies: bool = False  # behind TLS: cookies only over https
     # The database check of /health, cached for a second: {"at": t, "database": ok}.
     health: dict = dataclasses.field(default_factory=dict)
 
@@ -76,8 +87,15 @@ def build(app: Flask) -> Services:
         place = Place.here(config["INSTANCE"], config["HOST"], name)
         manager.table = BrowserTable(db, place, say)
         manager.records = SessionTable(db, say)
+    oauth, known = providers.register(app, providers.load(config["PROVIDERS_FILE"]))
     return Services(name=name, say=say, db=db, cache=Cache(config["MEMCACHED"], say),
                     manager=manager, slots=api.Slots(),
                     allowed_origins=tuple(config["ALLOWED_ORIGINS"]),
                     server_names=security.local_names()
-                    | {n.lower() for n in config["SERVER_NAMES"]})
+                    | {n.lower() for n in config["SERVER_NAMES"]},
+                    accounts=Accounts(db, app.secret_key.encode()) if db.configured else None,
+                    worksheets=Worksheets(db) if db.configured else None,
+                    oauth=oauth, providers=known, anonymous=config["ANONYMOUS"],
+                    anonymous_sessions=config["ANONYMOUS_SESSIONS"],
+                    rates=Rates(config["RATE_LIMITS"], config["MEMCACHED"]),
+                    secure_cookies=config["SECURE_COOKIES"])

@@ -753,17 +753,20 @@ class SessionManager:
     # -- sessions of browsers
 
     def open(self, session_id: str | None, browser: str, ip: str,
-             last_seq: int = 0) -> Session:
+             last_seq: int = 0, starting: Callable[[], None] | None = None,
+             per_browser: int | None = None) -> Session:
         """The session a page asks for: here already, or found on a worker (it
         was served by another frontend, or by this one before it restarted);
-        else a new one. Another browser that learned the id gets its own."""
+        else a new one. Another browser that learned the id gets its own.
+        ``starting`` is called (and may refuse) before a new one starts;
+        ``per_browser``: a tighter limit than the quota (anonymous pages)."""
         known = self.sessions.get(session_id) if session_id else None
         if known is not None and known.browser == browser:
             return known
-        self._make_room(lambda s: s.browser == browser, self.quotas.per_browser,
+        limit = min(self.quotas.per_browser, per_browser or self.quotas.per_browser)
+        self._make_room(lambda s: s.browser == browser, limit,
                         f"this browser already has {{n}} worksheets open (the limit is "
-                        f"{self.quotas.per_browser}); open one of them here, or close one",
-                        listed=True)
+                        f"{limit}); open one of them here, or close one", listed=True)
         self._make_room(lambda s: s.ip == ip, self.quotas.per_ip,
                         f"{{n}} sessions are open from your address (the limit is "
                         f"{self.quotas.per_ip}); close a tab or try again later")
@@ -775,6 +778,8 @@ class SessionManager:
                 return found
             del self.sessions[found.id]
             ended = found.end_reason
+        if starting is not None:
+            starting()
         session = Session(self, browser, ip)
         self.sessions[session.id] = session
         session.end_reason = ended  # said to the page once it is attached

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from dataclasses import dataclass
 
 from flask import Blueprint, request
 from flask_sock import Sock
@@ -13,6 +14,7 @@ from salvusctl import logline
 from web import wire
 from web.frames import whole_frames
 from web.pages import BROWSER_COOKIE
+from web.rates import Rates
 from web.services import services
 from web.sessions import Connection, Session, SessionManager
 
@@ -23,15 +25,35 @@ websocket = Blueprint("websocket", __name__)
 
 # Given a blueprint, flask-sock's route decorator keeps nothing of its own:
 # the Sock here is only the decorator's maker.
+@dataclass(frozen=True)
+class Who:
+    """Whom a websocket serves: its browser, its address, its account (None:
+    anonymous) and what limits them (web/rates.py)."""
+    browser: str
+    ip: str
+    account: str | None = None
+    rates: Rates | None = None
+    anonymous_sessions: int | None = None  # sessions an anonymous browser may hold
+
+    def count(self, kind: str) -> None:
+        if self.rates is not None:
+            self.rates.check(kind, self.account, self.ip)
+
+
 @Sock().route("/ws", bp=websocket)
 def browser_socket(ws) -> None:
     browser = request.cookies.get(BROWSER_COOKIE) or f"ip:{request.remote_addr}"
-    serve_browser(ws, services().manager, browser, request.remote_addr or "?")
+    account = request.environ.get("salvus.account")  # web/signin.py checked it
+    found = services()
+    who = Who(browser, request.remote_addr or "?", account.id if account else None,
+              found.rates, None if account else found.anonymous_sessions)
+    serve_browser(ws, found.manager, who)
 
 
-def serve_browser(ws, manager: SessionManager, browser: str, ip: str) -> None:
+def serve_browser(ws, manager: SessionManager, who: Who) -> None:
     """Serve one websocket until it closes. A message that cannot be handled
     (a refusal, or a fault of ours) costs that message, never the connection."""
+    browser = who.browser
     whole_frames(ws)  # until simple-websocket releases its fix for partial writes
     connection = Connection(ws, browser)
     connection.start()
@@ -44,7 +66,7 @@ def serve_browser(ws, manager: SessionManager, browser: str, ip: str) -> None:
                 continue
             try:
                 message = wire.parse(frame)
-                session = _dispatch(message, connection, session, manager, browser, ip)
+                session = _dispatch(message, connection, session, manager, who)
             except wire.WireError as err:
                 connection.send_text(wire.error(err))
             except Exception as exc:
@@ -83,13 +105,16 @@ def _hang_up(ws) -> None:
 
 
 def _dispatch(message: dict, connection: Connection, session: Session | None,
-              manager: SessionManager, browser: str, ip: str) -> Session | None:
+              manager: SessionManager, who: Who) -> Session | None:
     kind = message["type"]
+    browser, ip = who.browser, who.ip
     if kind == "ping":
         connection.send(wire.pong())
         return session
     if kind == "open":
-        chosen = manager.open(message.get("session"), browser, ip, message.get("last_seq", 0))
+        chosen = manager.open(message.get("session"), browser, ip, message.get("last_seq", 0),
+                              starting=lambda: who.count("starts"),
+                              per_browser=who.anonymous_sessions)
         if session is not None and session is not chosen:
             session.detach(connection)
         chosen.attach(connection, message.get("last_seq", 0))
@@ -102,6 +127,7 @@ def _dispatch(message: dict, connection: Connection, session: Session | None,
     if session is None:
         raise wire.WireError("no_session", f"send 'open' before '{kind}'")
     if kind == "execute":
+        who.count("executions")
         session.execute(message["cell"], message["code"],
                         {k: message[k] for k in ("typeset", "language", "webgl") if k in message})
     elif kind == "interrupt":

@@ -918,6 +918,14 @@ function attached(message) {
         for (const id of state.order) run(id);
       }
     }
+    if (!state.order.length && state.saved) {
+      // A saved worksheet (/w/<id>): its cells with the outputs they had.
+      for (const saved of state.saved.content.cells) {
+        const code = saved.type === "markdown" ? "%md\n" + saved.code : saved.code;
+        const cell = state.cells.get(addCell(null, code));
+        for (const output of saved.outputs) render(cell, output);
+      }
+    }
     if (!state.order.length) {
       addCell(null);
       if (!localStorage.getItem("salvus.helpSeen")) toggleHelp(true);   // a first visit
@@ -1042,4 +1050,6 @@ addEventListener("pagehide", () => {
   if (state.layoutDirty) sendLayout();   // a reload must find the worksheet as it is
   if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send('{"type":"leave"}');
 });
+const savedTag = document.getElementById("worksheet");
+state.saved = savedTag ? JSON.parse(savedTag.textContent) : null;
 sharedContent().then((shared) => { state.shared = shared; connect(); });

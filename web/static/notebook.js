@@ -228,6 +228,9 @@
 
   // ---------------------------------------------------------------- wiring
 
+  // The saved worksheets (saving.js) keep what a download would hold.
+  window.worksheetCells = gather;
+
   byId("nb-download").onclick = () => download("ipynb");
   byId("nb-script").onclick = () => download("script");
   byId("nb-open").onclick = () => byId("nb-file").click();
