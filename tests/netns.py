@@ -75,6 +75,12 @@ class Network:
         """Host ``name`` loses its link (its cable pulled: it runs on, alone)."""
         ip("link", "set", self._links[name], "down")
 
+    def mend(self) -> None:
+        """Every link up again (so that the hosts stop quickly, each able to
+        tell its database it stops)."""
+        for link in self._links.values():
+            ip("link", "set", link, "up", check=False)
+
     def pids(self, name: str) -> list[int]:
         result = ip("netns", "pids", self.namespaces[name], check=False)
         return [int(p) for p in result.stdout.split()]

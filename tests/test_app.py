@@ -22,16 +22,28 @@ def app():
 
 
 def test_each_route_belongs_to_a_blueprint_that_finds_its_services_in_the_app(app):
-    endpoints = {rule.rule: rule.endpoint for rule in app.url_map.iter_rules()}
+    endpoints = {(rule.rule, rule.endpoint) for rule in app.url_map.iter_rules()}
+    sheet = "/api/worksheets/<sheet:sheet>"
     assert endpoints == {
-        "/": "pages.index", "/s/<link>": "pages.shared", "/s": "pages.shared_in_url",
-        "/favicon.ico": "pages.favicon", "/static/<path:name>": "pages.static_file",
-        "/blobs/<sha1>": "pages.blob", "/health": "health.report",
-        "/api/share": "sharing.share", "/api/execute": "computing.execute",
-        "/api/notebook/export": "notebooks.export_notebook",
-        "/api/notebook/import": "notebooks.import_notebook",
-        "/s/<link>.ipynb": "notebooks.shared_notebook",
-        "/ws": "websocket.browser_socket"}
+        ("/", "pages.index"), ("/s/<link>", "pages.shared"), ("/s", "pages.shared_in_url"),
+        ("/favicon.ico", "pages.favicon"), ("/static/<path:name>", "pages.static_file"),
+        ("/blobs/<sha1>", "pages.blob"), ("/health", "health.report"),
+        ("/api/share", "sharing.share"), ("/api/execute", "computing.execute"),
+        ("/api/notebook/export", "notebooks.export_notebook"),
+        ("/api/notebook/import", "notebooks.import_notebook"),
+        ("/s/<link>.ipynb", "notebooks.shared_notebook"),
+        ("/ws", "websocket.browser_socket"),
+        ("/signin", "signin.choose"), ("/signin/<provider>", "signin.begin"),
+        ("/signin/<provider>/back", "signin.back"), ("/signout", "signin.sign_out"),
+        ("/api/me", "signin.me"), ("/worksheets", "worksheets.listing_page"),
+        ("/w/<sheet:sheet>", "worksheets.worksheet_page"),
+        ("/api/worksheets", "worksheets.listing"), ("/api/worksheets", "worksheets.create"),
+        (sheet, "worksheets.opened"), (f"{sheet}/versions", "worksheets.save"),
+        (f"{sheet}/versions", "worksheets.versions"),
+        (f"{sheet}/versions/<int:version>", "worksheets.version"),
+        (f"{sheet}/versions/<int:version>/share", "worksheets.share"),
+        (f"{sheet}/rename", "worksheets.rename"), (f"{sheet}/copy", "worksheets.copy"),
+        (f"{sheet}/delete", "worksheets.delete"), (f"{sheet}/restore", "worksheets.restore")}
     assert isinstance(app.extensions["salvus"], Services)
     health = app.test_client().get("/health").get_json()
     assert health["name"] == "web-under-test" and health["status"] == "ok"

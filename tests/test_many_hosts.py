@@ -116,6 +116,7 @@ def hosts():
                 _make(made)
                 yield made
             finally:
+                net.mend()
                 for tier in reversed(START_ORDER):
                     for host in tier:
                         if (made.data(host) / "host").exists():
