@@ -25,7 +25,8 @@ def tight(accounts_db):
                             "--rate-anonymous-executions", "3/minute",
                             "--rate-anonymous-starts", "2/minute",
                             "--rate-executions", "5/5 second",
-                            "--trusted-proxies", "127.0.0.1") as stack:
+                            "--trusted-proxies", "127.0.0.1",
+                            "--anonymous-sessions", "1") as stack:
         yield stack
 
 
@@ -91,3 +92,25 @@ def test_anonymous_pages_get_the_tighter_limits_by_address(tight):
             assert local.run(f"l{n}", "1")[-1]["status"] == "ok"
     finally:
         local.close()
+
+
+def test_an_anonymous_browser_holds_fewer_sessions(tight):
+    web, provider, _ = tight
+    first = Browserish(web, "browser=anon-tabs")
+    second = Browserish(web, "browser=anon-tabs")
+    try:
+        assert first.open()["type"] == "attached"
+        refused = second.open()
+        assert refused["code"] == "quota" and "(the limit is 1)" in refused["message"]
+    finally:
+        first.close()
+        second.close()
+    # Signed in, the same browser may hold more.
+    provider.person = {"sub": "tabs", "email": "t@example.org", "name": "Tabs"}
+    token = signed_in(web).cookies["salvus_signin"]
+    tabs = [Browserish(web, f"browser=anon-tabs; salvus_signin={token}") for _ in range(2)]
+    try:
+        assert all(tab.open()["type"] == "attached" for tab in tabs)
+    finally:
+        for tab in tabs:
+            tab.close()

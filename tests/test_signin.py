@@ -12,7 +12,7 @@ import pytest
 import requests
 from playwright.sync_api import expect, sync_playwright
 
-from tests.accounts_client import me, session, signed_in
+from tests.accounts_client import me, session, signed_in, start_signin_stack
 from tests.oidc_provider import CLIENT_SECRET, Provider
 from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, result, run_cell, wait_ready
 from tests.web_client import handshake
@@ -165,3 +165,51 @@ def test_behind_tls_every_cookie_is_secure(accounts_db, make_folder):
         cookie = next(c for c in done.headers.getlist("Set-Cookie")
                       if c.startswith("salvus_signin="))
         assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_a_second_provider_links_to_the_same_account(signin_stack):
+    web, provider, dsn = signin_stack
+    provider.person = {"sub": "lina-1", "email": "lina@example.org", "name": "Lina"}
+    client = signed_in(web, "campus")
+    first = me(client, web)["account"]
+    provider.person = {"sub": "lina-gh", "email": "lina@example.org", "name": "Lina L"}
+    linked = client.get(f"{web.url}/signin/github?next=/", timeout=10)
+    assert linked.status_code == 200
+    now = me(client, web)["account"]
+    assert now["provider"] == "github" and now["name"] == first["name"] == "Lina"
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(DISTINCT account), count(*) FROM identities"
+                    " WHERE email = 'lina@example.org'")
+        assert cur.fetchone() == (1, 2)
+    conn.close()
+    # An identity of someone else's account is not taken over by linking.
+    provider.person = {"sub": "other-9", "email": "o@example.org", "name": "Other"}
+    signed_in(web, "github")
+    provider.person = {"sub": "lina-3", "email": "lina@example.org", "name": "Lina"}
+    other = signed_in(web, "campus")
+    provider.person = {"sub": "other-9", "email": "o@example.org", "name": "Other"}
+    refused = other.get(f"{web.url}/signin/github", timeout=10)
+    assert refused.status_code == 409 and "signs in to another account" in refused.text
+
+
+def test_without_anonymous_use_everyone_signs_in_first(accounts_db, chromium, request):
+    with start_signin_stack(accounts_db, "--no-anonymous") as (web, provider, _):
+        assert handshake(web.port, {}) == 401
+        assert requests.get(f"{web.url}/api/me", timeout=10).json()["anonymous"] is False
+        provider.person = {"sub": "nora", "email": "nora@example.org", "name": "Nora"}
+        context = chromium.new_context()
+        page = context.new_page()
+        page.set_default_timeout(30000)
+        try:
+            page.goto(f"{web.url}/")
+            page.wait_for_url(f"{web.url}/signin?next=%2F")
+            expect(page.get_by_text("Go on without signing in")).to_have_count(0)
+            page.get_by_text("Sign in with Campus").click()
+            page.wait_for_url(f"{web.url}/")
+            wait_ready(page)
+            run_cell(page, "2**10", 0)
+            expect(result(page, 0)).to_have_attribute("data-plain", "1024")
+        finally:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=ARTIFACTS / f"{request.node.name}.png")
+            context.close()

@@ -5,6 +5,9 @@ SHA-256. Every request that needs the account looks the token up, so a
 sign-out (or an expired row) ends the cookie on every frontend at once, and a
 tampered or made-up cookie matches nothing.
 
+Signing in with another provider while signed in links that identity to the
+same account (Google and GitHub for one person).
+
 The CSRF token of a sign-in is an HMAC of its token under the appliance's
 secret: any frontend can check it, and it is useless without the cookie.
 """
@@ -38,6 +41,10 @@ class Identity:
     name: str = ""
 
 
+class LinkRefused(Exception):
+    """An identity of one account cannot be linked to another."""
+
+
 def _hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -47,18 +54,24 @@ class Accounts:
         self.db = db
         self.secret = secret
 
-    def sign_in(self, identity: Identity) -> tuple[str, Account]:
-        """The account of ``identity`` (made on its first sign-in) and a new
-        sign-in token for it."""
+    def sign_in(self, identity: Identity, link_to: str | None = None) -> tuple[str, Account]:
+        """The account of ``identity`` (made on its first sign-in, or the
+        account ``link_to`` when the browser is signed in already: the new
+        identity is linked to it) and a new sign-in token for it. Raises
+        LinkRefused when the identity belongs to another account."""
         token = secrets.token_urlsafe(32)
         with self.db.connection() as conn, conn.cursor() as cur:
             cur.execute("SELECT account FROM identities WHERE provider = %s AND subject = %s",
                         (identity.provider, identity.subject))
             row = cur.fetchone()
+            if row is not None and link_to is not None and row[0] != link_to:
+                raise LinkRefused(f"this {identity.provider} identity signs in to another "
+                                  "account; sign out first to use that one")
             if row is None:
-                account = "a" + secrets.token_hex(12)
-                cur.execute("INSERT INTO accounts (id, name, email) VALUES (%s, %s, %s)",
-                            (account, identity.name, identity.email))
+                account = link_to or "a" + secrets.token_hex(12)
+                if link_to is None:
+                    cur.execute("INSERT INTO accounts (id, name, email) VALUES (%s, %s, %s)",
+                                (account, identity.name, identity.email))
                 cur.execute("INSERT INTO identities (provider, subject, account, email, name)"
                             " VALUES (%s, %s, %s, %s, %s)",
                             (identity.provider, identity.subject, account, identity.email,

@@ -15,13 +15,14 @@ is a top-level navigation), Secure behind TLS.
 
 from __future__ import annotations
 
+import contextlib
 import html
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, jsonify, redirect, request, session, url_for
 
 from web import providers
-from web.accounts import Account
+from web.accounts import Account, LinkRefused
 from web.db import DatabaseUnavailable
 from web.replies import json_error, unavailable
 from web.services import services
@@ -144,11 +145,17 @@ def back(provider: str):
         return _failed(502, f"{chosen.title} could not be reached to finish the sign-in; "
                             "try again in a moment")
     try:
-        token, account = found.accounts.sign_in(identity)
+        already = current_account()
+        token, account = found.accounts.sign_in(identity, already.id if already else None)
     except DatabaseUnavailable:
         return unavailable()
+    except LinkRefused as exc:
+        return _failed(409, str(exc))
     found.say(f"account {account.id} signed in with {provider}")
     response = redirect(session.pop("next", "/"))
+    if already is not None:
+        with contextlib.suppress(DatabaseUnavailable):  # it expires by itself otherwise
+            found.accounts.sign_out(cookie_token())  # replaced by the new sign-in
     response.set_cookie(COOKIE, token, httponly=True, samesite="Lax",
                         secure=found.secure_cookies, max_age=30 * 86400)
     return response
