@@ -42,6 +42,7 @@ def test_executions_are_limited_with_retry_after_then_released(tight):
         page.send(type="execute", cell="c5", code="1")
         refused = page.receive()
         assert refused["type"] == "protocol_error" and refused["code"] == "rate_limited"
+        assert refused["cell"] == "c5"
         assert "too many cells run from this account (the limit is 5/5 second)" in \
             refused["message"]
         assert 1 <= refused["retry_after"] <= 5

@@ -55,6 +55,10 @@ def bob(signin_stack):
     return Client(web, {"sub": "bob-ws", "email": "b@example.org", "name": "Bob"}, provider)
 
 
+IMAGE = {"type": "image", "url": "/blobs/" + "ab" * 20, "width": 300}
+RESULT = {"type": "result", "data": {"text/plain": "x^2", "text/latex": "$$x^{2}$$"}}
+
+
 def test_history_round_trip_save_change_restore(alice):
     made = alice.post("/api/worksheets", {"title": "Primes", "content": sheet([("1+1", "2")])})
     assert made.status_code == 201
@@ -74,6 +78,11 @@ def test_history_round_trip_save_change_restore(alice):
         [(3, 1, 1), (2, 2, None), (1, 1, None)]
     assert alice.get(f"/api/worksheets/{sid}/versions/2").json()["content"] == \
         sheet([("1+1", "2"), ("2+3", "5")])
+    # Images (links to their blobs) and results come back as saved.
+    pictured = sheet([("plot(x)", "")])
+    pictured["cells"][0]["outputs"] = [IMAGE, RESULT]
+    alice.post(f"/api/worksheets/{sid}/versions", {"content": pictured})
+    assert alice.get(f"/api/worksheets/{sid}").json()["content"] == pictured
 
 
 def test_rename_copy_delete_and_share_a_version(alice, signin_stack):

@@ -127,7 +127,11 @@ def _dispatch(message: dict, connection: Connection, session: Session | None,
     if session is None:
         raise wire.WireError("no_session", f"send 'open' before '{kind}'")
     if kind == "execute":
-        who.count("executions")
+        try:
+            who.count("executions")
+        except wire.WireError as err:
+            err.details["cell"] = message["cell"]  # the page marks that cell not run
+            raise
         session.execute(message["cell"], message["code"],
                         {k: message[k] for k in ("typeset", "language", "webgl") if k in message})
     elif kind == "interrupt":

@@ -258,6 +258,7 @@ const STATES = {
   "done-timeout": ["time limit", "Stopped by the appliance's time limit for one execution"],
   "done-limit": ["limit", "Stopped by a limit of the appliance (output, memory or CPU time)"],
   "done-killed": ["killed", "The session's process ended or the run was refused (see below)"],
+  "done-refused": ["not run", "Refused before it ran: too many runs for now (see below)"],
 };
 
 function setCellState(cell, kind) {
@@ -778,6 +779,12 @@ function connect() {
     if (message.type === "protocol_error") {
       if (message.code === "quota" && message.sessions) return overLimit(message);
       if (message.code === "quota") return setStatus("lost", message.message);
+      const refused = message.cell && state.cells.get(message.cell);
+      if (refused) {   // not run (rate_limited): the cell says so, and why
+        setCellState(refused, "done-refused");
+        refused.el.dataset.status = "refused";
+        render(refused, { type: "notice", text: message.message });
+      }
       return notify(message.message, { seconds: 15 });
     }
     if (message.type === "pong") return;
