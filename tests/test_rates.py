@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tests.accounts_client import signed_in, start_signin_stack
+from tests.helpers import wait_for
 from tests.web_client import Browserish
 
 # Browsers from elsewhere come through a proxy that names them (this host's
@@ -115,3 +116,33 @@ def test_an_anonymous_browser_holds_fewer_sessions(tight):
     finally:
         for tab in tabs:
             tab.close()
+
+
+def test_frontends_count_together_in_memcached_and_alone_without_it(make_folder):
+    """Two frontends' Rates share one count through a real memcached; with it
+    gone each counts on its own rather than let everything through."""
+    import shutil
+    import subprocess
+
+    from web import wire
+    from web.rates import RateLimits, Rates
+
+    sock = make_folder() / "memcached.sock"
+    server = subprocess.Popen([shutil.which("memcached"), "-s", str(sock), "-u", "root"],
+                              stdin=subprocess.DEVNULL)
+    try:
+        wait_for(sock.exists, what="memcached's socket")
+        limits = RateLimits(executions="4/minute")
+        one, two = Rates(limits, str(sock)), Rates(limits, str(sock))
+        for rates in (one, two, one, two):
+            rates.check("executions", "shared", "127.0.0.1")
+        with pytest.raises(wire.WireError, match="the limit is 4/minute"):
+            two.check("executions", "shared", "127.0.0.1")
+    finally:
+        server.terminate()
+        server.wait(10)
+    alone = Rates(RateLimits(executions="2/minute"), str(sock))
+    alone.check("executions", "away", "127.0.0.1")
+    alone.check("executions", "away", "127.0.0.1")
+    with pytest.raises(wire.WireError):
+        alone.check("executions", "away", "127.0.0.1")

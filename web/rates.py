@@ -50,10 +50,20 @@ def _this_host(ip: str) -> bool:
 class Rates:
     def __init__(self, limits: RateLimits, memcached: str | None):
         self.limits = limits
+        self._client = None
         self.shared = FixedWindowRateLimiter(
             storage_from_string(f"memcached://{memcached}", connect_timeout=0.2,
-                                timeout=0.2)) if memcached else None
+                                timeout=0.2, client_getter=self._one_client)
+        ) if memcached else None
         self.local = FixedWindowRateLimiter(MemoryStorage())
+
+    def _one_client(self, module, hosts, **options):
+        """One pooled client for every greenlet: the storage keeps a client per
+        thread, and under gevent each websocket's greenlet is one (a
+        connection to memcached each, beyond its limit at 1,000 pages)."""
+        if self._client is None:
+            self._client = module.PooledClient(*hosts, **options)
+        return self._client
 
     def check(self, kind: str, account: str | None, ip: str) -> None:
         """Count one ``kind`` ("starts" or "executions"); a WireError when it
