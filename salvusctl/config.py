@@ -308,9 +308,10 @@ SCHEMA: tuple[Key, ...] = (
         "Whether people may compute without signing in (their worksheets are not\n"
         "saved unless they sign in, which keeps the page's work). no: the page\n"
         "sends everyone to the sign-in page first."),
-    Key("accounts", "anonymous_sessions", lambda: "3", _int_in(1, 10000),
+    Key("accounts", "anonymous_sessions", lambda: "10", _int_in(1, 10000),
         "Worksheet sessions one anonymous browser may hold open (signed-in ones:\n"
-        "[web] sessions_per_browser)."),
+        "[web] sessions_per_browser; the smaller of the two counts). Anonymous\n"
+        "browsers are also limited more tightly by the rates below."),
     Key("accounts", "session_starts", lambda: "60/minute", _rate,
         "New sessions one signed-in account may start (COUNT/second|minute|hour|day;\n"
         "counted in memcached across frontends). Beyond it the page says when to try\n"

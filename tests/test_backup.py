@@ -209,15 +209,15 @@ def test_a_missing_file_is_named(database_only):
 def test_a_backup_of_a_newer_salvus_is_refused_before_anything_changes(database_only,
                                                                        make_folder):
     data = database_only
-    db.query(data, "CREATE TABLE accounts (id text PRIMARY KEY)")
+    db.query(data, "CREATE TABLE from_the_future (id text PRIMARY KEY)")
     db.query(data, "INSERT INTO schema_migrations (version, name, checksum) "
-                   "VALUES (999, 'accounts', 'x')")
+                   "VALUES (999, 'from_the_future', 'x')")
     path = written(run(data, "backup", str(make_folder() / "newer.dump")))
-    db.query(data, "DROP TABLE accounts")
+    db.query(data, "DROP TABLE from_the_future")
     db.query(data, "DELETE FROM schema_migrations WHERE version = 999")
     link(data, "Staying")
     result = run(data, "restore", str(path), "--yes", check=False)
-    assert_one_line_error(result, 8, "newer Salvus", "999_accounts.sql")
+    assert_one_line_error(result, 8, "newer Salvus", "999_from_the_future.sql")
     assert links(data) == {"Staying"}
 
 
