@@ -138,11 +138,16 @@ def test_frontends_count_together_in_memcached_and_alone_without_it(make_folder)
             rates.check("executions", "shared", "127.0.0.1")
         with pytest.raises(wire.WireError, match="the limit is 4/minute"):
             two.check("executions", "shared", "127.0.0.1")
+        one.close()
+        two.close()
     finally:
         server.terminate()
         server.wait(10)
     alone = Rates(RateLimits(executions="2/minute"), str(sock))
-    alone.check("executions", "away", "127.0.0.1")
-    alone.check("executions", "away", "127.0.0.1")
-    with pytest.raises(wire.WireError):
+    try:
         alone.check("executions", "away", "127.0.0.1")
+        alone.check("executions", "away", "127.0.0.1")
+        with pytest.raises(wire.WireError):
+            alone.check("executions", "away", "127.0.0.1")
+    finally:
+        alone.close()

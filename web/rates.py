@@ -57,6 +57,12 @@ class Rates:
         ) if memcached else None
         self.local = FixedWindowRateLimiter(MemoryStorage())
 
+    def close(self) -> None:
+        """Close the memcached client's connections (a frontend's end, tests)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
     def _one_client(self, module, hosts, **options):
         """One pooled client for every greenlet: the storage keeps a client per
         thread, and under gevent each websocket's greenlet is one (a
