@@ -151,7 +151,22 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 
 @pytest.fixture(scope="module")
-def accounts_db(pg_cluster):
+def chromium():
+    """Debian's Chromium, headless, driven by Playwright (one per module)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_browser import CHROMIUM_ARGS
+
+    executable = shutil.which("chromium")
+    assert executable, "Debian's chromium is installed by `make test` (apt-get install chromium)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def migrated_db(pg_cluster):
     """A migrated database of the module's own."""
     data, config = pg_cluster
     name = f"accounts_{uuid.uuid4().hex[:10]}"
@@ -172,8 +187,8 @@ def accounts_db(pg_cluster):
 
 
 @pytest.fixture(scope="module")
-def signin_stack(accounts_db):
+def signin_stack(migrated_db):
     """A frontend with sign-in (tests/oidc_provider.py as "campus" and "github"), a
     worker and a migrated database: (web, provider, dsn)."""
-    with start_signin_stack(accounts_db) as stack:
+    with start_signin_stack(migrated_db) as stack:
         yield stack

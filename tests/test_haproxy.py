@@ -8,18 +8,15 @@ import hashlib
 import http.client
 import json
 import re
-import shutil
 import socket
 import ssl
 import warnings
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from tests.helpers import run, started_appliance, wait_for
 from tests.test_browser import (
     ARTIFACTS,
-    CHROMIUM_ARGS,
     expect_every_line_once,
     kill_and_keep_down,
     start_printing,
@@ -32,15 +29,6 @@ def appliance():
     with started_appliance("salvus-tls-", "--web", "2", "--haproxy", "2") as (data, base,
                                                                               started):
         yield data, base, started.stdout
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"),
-                                             args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from tests.helpers import COMMAND_TIMEOUT, free_base_port, kill_everything_of, wait_for
 from tests.netns import network
-from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, cell, result, run_cell, wait_ready
+from tests.test_browser import ARTIFACTS, cell, result, run_cell, wait_ready
 
 HOSTS = ["db", "door1", "door2", "front1", "front2", "comp1", "comp2"]
 START_ORDER = [["db"], ["comp1", "comp2"], ["front1", "front2"], ["door1", "door2"]]
@@ -124,15 +124,6 @@ def hosts():
     finally:
         kill_everything_of(folder)
         shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"),
-                                             args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

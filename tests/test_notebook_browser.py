@@ -16,7 +16,7 @@ from tests import test_browser as e2e
 from tests.test_browser import ARTIFACTS, cell, run_cell, type_code, wait_ready
 
 # test_browser's fixtures: an appliance for this module, Chromium, a fresh page.
-appliance, chromium, page = e2e.appliance, e2e.chromium, e2e.page
+appliance, page = e2e.appliance, e2e.page
 
 pytestmark = pytest.mark.slow
 

@@ -18,11 +18,11 @@ AWAY = {"X-Forwarded-For": "203.0.113.7"}
 
 
 @pytest.fixture(scope="module")
-def tight(accounts_db):
+def tight(migrated_db):
     """A frontend whose anonymous pages may run 3 cells a minute and start 2
     sessions from one address, a signed-in account 5 cells every 5 seconds;
     loopback is its trusted proxy."""
-    with start_signin_stack(accounts_db,
+    with start_signin_stack(migrated_db,
                             "--rate-anonymous-executions", "3/minute",
                             "--rate-anonymous-starts", "2/minute",
                             "--rate-executions", "5/5 second",

@@ -5,26 +5,15 @@ dance in Chromium, and the ways it must refuse."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import psycopg2
-import pytest
 import requests
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from tests.accounts_client import me, session, signed_in, start_signin_stack
 from tests.oidc_provider import CLIENT_SECRET, Provider
-from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, result, run_cell, wait_ready
+from tests.test_browser import ARTIFACTS, result, run_cell, wait_ready
 from tests.web_client import handshake
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"),
-                                             args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def test_the_whole_dance_in_chromium_then_sign_out(signin_stack, chromium, request):
@@ -141,7 +130,7 @@ def test_the_client_secret_is_in_no_log_and_on_no_command_line(signin_stack):
     assert CLIENT_SECRET not in web.log.read_text()
 
 
-def test_behind_tls_every_cookie_is_secure(accounts_db, make_folder):
+def test_behind_tls_every_cookie_is_secure(migrated_db, make_folder):
     """The app factory with SECURE_COOKIES (salvusctl sets it when haproxy is
     in front): the redirect's state cookie and the sign-in cookie."""
     from web import create_app
@@ -149,7 +138,7 @@ def test_behind_tls_every_cookie_is_secure(accounts_db, make_folder):
     folder = make_folder()
     with Provider() as provider:
         (folder / "providers.json").write_text(json.dumps(provider.entries()))
-        (folder / "dsn").write_text(accounts_db)
+        (folder / "dsn").write_text(migrated_db)
         app = create_app({"PROVIDERS_FILE": str(folder / "providers.json"),
                           "DSN_FILE": str(folder / "dsn"), "SECURE_COOKIES": True})
         client = app.test_client()
@@ -192,8 +181,8 @@ def test_a_second_provider_links_to_the_same_account(signin_stack):
     assert refused.status_code == 409 and "signs in to another account" in refused.text
 
 
-def test_without_anonymous_use_everyone_signs_in_first(accounts_db, chromium, request):
-    with start_signin_stack(accounts_db, "--no-anonymous") as (web, provider, _):
+def test_without_anonymous_use_everyone_signs_in_first(migrated_db, chromium, request):
+    with start_signin_stack(migrated_db, "--no-anonymous") as (web, provider, _):
         assert handshake(web.port, {}) == 401
         assert requests.get(f"{web.url}/api/me", timeout=10).json()["anonymous"] is False
         provider.person = {"sub": "nora", "email": "nora@example.org", "name": "Nora"}

@@ -21,8 +21,6 @@ import psycopg2
 import pytest
 
 from sage_worker import protocol
-from salvusctl import migrate, postgres
-from salvusctl.resources import sql_dir
 from tests.helpers import kill_everything_of, wait_for
 from tests.web_client import Browserish, WebProcess
 from tests.worker_client import WorkerProcess, make_keys
@@ -31,23 +29,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def web_db(pg_cluster):
-    data, config = pg_cluster
-    name = f"web_{uuid.uuid4().hex[:10]}"
-    admin = postgres.connect(postgres.embedded_dsn(data, config, "postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    dsn = postgres.embedded_dsn(data, config, name)
-    conn = psycopg2.connect(dsn)
-    migrate.migrate(conn, sql_dir())
-    conn.close()
-    try:
-        yield dsn
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        admin.close()
+def web_db(migrated_db):
+    return migrated_db
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,15 @@ local provider), and Chromium for the page that saves itself."""
 from __future__ import annotations
 
 import re
-import shutil
 import threading
 
 import psycopg2
 import pytest
 import requests
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from tests.accounts_client import me, session, signed_in
-from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, cell, result, run_cell, wait_ready
+from tests.test_browser import ARTIFACTS, cell, result, run_cell, wait_ready
 from tests.web_client import Browserish
 
 
@@ -203,15 +202,6 @@ def test_a_hundred_people_saving_at_once_lose_no_version(signin_stack):
         {f"tab {i}" for i in range(100)}
     assert sorted(a["version"] for i in range(100) for a in answers[i][3:]) == \
         sorted(v for v, code in rows if code.startswith("tab "))
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"),
-                                             args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def test_an_anonymous_page_signs_in_keeps_its_work_and_saves_itself(chromium, signin_stack,
