@@ -13,7 +13,6 @@ import contextlib
 import http.client
 import json
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -188,13 +187,3 @@ def signal_family(pid: int, sig: int) -> None:
     for member in family(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(member, sig)
-
-
-def stopped(pid: int, seconds: float) -> None:
-    """SIGSTOP a process for a while, then SIGCONT it, whatever happens."""
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        time.sleep(seconds)
-    finally:
-        os.kill(pid, signal.SIGCONT)
-

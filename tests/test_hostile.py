@@ -30,7 +30,6 @@ from tests.chaos import (
     pid_of,
     post,
     signal_family,
-    stopped,
 )
 from tests.helpers import edit_config, run, wait_for
 from tests.web_client import Browserish, Frontend, handshake
@@ -139,8 +138,15 @@ def test_a_stopped_worker_is_given_up_and_its_sessions_come_back_with_it(applian
             browser.open()
             assert browser.run(f"c{i}", f"x = {i}")[-1]["status"] == "ok"
         on_worker0 = sessions_on(data, 0)
-        canary.start("SIGSTOP worker0 for 6 s")
-        stopped(worker, 6)
+        canary.start("SIGSTOP worker0 until given up")
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            wait_for(lambda: live_workers(port) == 1, timeout=30, what="worker0 given up")
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        # back: its pages' next runs find their sessions there (a run before the
+        # frontend hears it again starts anew, as the page was told it would)
+        wait_for(lambda: live_workers(port) == 2, timeout=30, what="worker0 back")
         assert canary.recovered()
         canary.stop()
         for i, browser in enumerate(held):  # each page goes on where it was
@@ -151,6 +157,10 @@ def test_a_stopped_worker_is_given_up_and_its_sessions_come_back_with_it(applian
     finally:
         for browser in held:
             browser.close()
+
+
+def live_workers(port: int) -> int:
+    return json.loads(get(port, "/health")[1])["workers"]
 
 
 def sessions_on(data: Path, index: int) -> int:

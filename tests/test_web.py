@@ -358,9 +358,11 @@ class RogueWorker:
     """A peer with the workers' key that speaks the worker protocol's framing
     but sends, for every execute, what no honest worker would: broken frames,
     wrong types, a page as an 'image', JSON nested past any parser's depth;
-    then one honest done. Real ZeroMQ sockets, in a thread of the test."""
+    then one honest done. Real ZeroMQ sockets, in a thread of the test.
+    ``honest``: no garbage; ``ignored``: the kinds of request it leaves
+    unanswered now (a worker stopped, or with a backlog)."""
 
-    def __init__(self, keys):
+    def __init__(self, keys, honest: bool = False):
         import threading
 
         import zmq
@@ -378,6 +380,9 @@ class RogueWorker:
         self.endpoint = f"tcp://127.0.0.1:{port}"
         self.allowed = curve.load_allowed(keys.clients)
         self.session, self.seq = None, 0
+        self.honest = honest
+        self.ignored: set[str] = set()
+        self.starts = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -417,15 +422,18 @@ class RogueWorker:
             identity, *frames = self.sock.recv_multipart()
             request = protocol.parse_request(frames)
             kind, re = request["type"], request["id"]
+            if kind in self.ignored:
+                continue
             if kind == "ping":
                 reply = protocol.reply("pong", re, name="rogue", engine="python", pid=1,
                                        sessions=0, busy=0, spares=0, load=0.0, limits={})
             elif kind == "start":
                 self.session = request.get("session", "s" * 32)
+                self.starts += 1
                 reply = protocol.reply("started", re, session=self.session, pid=1)
             elif kind == "execute":
                 execution, cell = request["execution"], request["cell"]
-                for frames in self._garbage(self.session, execution):
+                for frames in [] if self.honest else self._garbage(self.session, execution):
                     self.sock.send_multipart([identity, *frames])
                 self.seq += 1  # then what an honest worker says: queued, done
                 self.sock.send_multipart([identity, *protocol.output(
@@ -474,6 +482,38 @@ def test_a_worker_that_sends_garbage_never_stops_the_frontend(web_db, make_folde
             client.close()
         web.stop()
         rogue.close()
+
+
+def test_a_session_whose_worker_does_not_answer_yet_is_never_started_anew(web_db, make_folder):
+    """A worker back from a stop answers pings before it answers for its
+    sessions: a run then is refused with a notice, not started on a fresh
+    session that would hide the variables; once it answers, the session goes on."""
+    folder = make_folder("salvus-stalled-")
+    keys = make_keys(folder / "keys")
+    stalled = RogueWorker(keys, honest=True)
+    web = WebProcess(folder / "web", [("stalled", stalled.endpoint)], web_db, keys=keys)
+    client = None
+    try:
+        web.wait_ready()
+        client = Browserish(web, "browser=stalled")
+        client.open()
+        assert client.run("a", "x = 1")[-1]["status"] == "ok"
+        stalled.ignored = {"ping", "replay"}  # stopped: the frontend gives it up
+        wait_for(lambda: web.health()[1]["workers"] == 0, timeout=30, what="the give-up")
+        stalled.ignored = {"replay"}  # back, with a backlog
+        wait_for(lambda: web.health()[1]["workers"] == 1, timeout=30, what="the worker back")
+        refused = client.run("b", "x", timeout=40)
+        assert refused[-1]["status"] == "killed", refused
+        assert any("did not answer in time" in m.get("text", "") for m in refused), refused
+        assert stalled.starts == 1  # no fresh session anywhere
+        stalled.ignored = set()
+        assert client.run("c", "x", timeout=40)[-1]["status"] == "ok"
+        assert stalled.starts == 1  # the same session, found again
+    finally:
+        if client:
+            client.close()
+        web.stop()
+        stalled.close()
 
 
 def frontend_rss_kb(web: WebProcess) -> int:

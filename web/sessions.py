@@ -196,6 +196,7 @@ class Session:
         # completion requests in flight: execution -> (connection, answer, code)
         self.completions: dict[str, tuple] = {}
         self.end_reason: str | None = None  # why a worker ended it (adopt found out)
+        self.unanswered: list[str] = []  # live workers the last adopt got no answer from
 
     # -- messages to browsers
 
@@ -271,6 +272,7 @@ class Session:
         and its cells. False if no worker has it, or it is not this browser's;
         ``end_reason`` then says why, when a worker remembers it ended."""
         self.end_reason = None
+        self.unanswered = []
         for link in self.manager.pool.live() if self.manager.pool else []:
             if self._take_over(link, after):
                 return True
@@ -284,6 +286,7 @@ class Session:
             reply = link.request("replay", session=self.id, after=after)
         except (gevent.Timeout, WorkerUnavailable):
             reply = {}
+            self.unanswered.append(link.name)
         if reply.get("type") == "replayed" and reply.get("owner") in ("", self.browser):
             self.live = True
             self._replayed(reply)
@@ -549,6 +552,12 @@ class Session:
                 return
             if self.adopt(self.seq):  # another frontend may have started it anew
                 return
+            if self.unanswered:
+                # It may still run there (a worker just back from a stop has a
+                # backlog): a fresh one elsewhere would hide its variables.
+                raise WorkerUnavailable(
+                    f"{', '.join(self.unanswered)} did not answer in time and may still "
+                    "hold this session; run the cell again in a moment.")
             self.link, _ = self.manager.start_worker_session(
                 self, session_id=self.id, seq=self.seq, owner_tag=self.browser)
             self.link.watch(self.id)
