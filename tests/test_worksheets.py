@@ -226,22 +226,28 @@ def test_an_anonymous_page_signs_in_keeps_its_work_and_saves_itself(chromium, si
         run_cell(page, "7*6", 1)
         expect(result(page, 1)).to_have_attribute("data-plain", "42")
         expect(page.locator("#saved")).to_contain_text("saved · version 2")
-        # Opened again (a new tab): the cells with their outputs, from the database.
+        run_cell(page, "%md\n# Notes\n$e^{i\\pi}+1=0$", 2)
+        expect(page.locator("#saved")).to_contain_text("saved · version 3")
+        # Opened again (a new tab): the cells with their outputs, from the database,
+        # the text cell rendered as it was.
         again = context.new_page()
         again.goto(f"{web.url}/w/{sid}")
         wait_ready(again)
         expect(cell(again, 0).locator("pre.stdout")).to_have_text("42\n")
         expect(result(again, 1)).to_have_attribute("data-plain", "42")
-        expect(again.locator("#saved")).to_contain_text("version 2 of 2")
+        expect(cell(again, 2).locator(".result h1")).to_have_text("Notes")
+        expect(cell(again, 2).locator(".result .katex")).to_have_count(1)
+        expect(cell(again, 2)).to_have_class(re.compile(r"\brendered\b"))
+        expect(again.locator("#saved")).to_contain_text("version 3 of 3")
         # The list page: its versions, and a restore.
         again.goto(f"{web.url}/worksheets")
         row = again.locator(f'tr[data-id="{sid}"]')
         expect(row).to_contain_text("print(6*7)")
         row.get_by_role("button", name="Versions").click()
-        expect(again.locator("#history li")).to_have_count(2)
+        expect(again.locator("#history li")).to_have_count(3)
         again.locator('#history li[data-version="1"]').get_by_role(
             "button", name="Restore").click()
-        expect(again.locator("#history li")).to_have_count(3)
+        expect(again.locator("#history li")).to_have_count(4)
         expect(again.locator("#history li").first).to_contain_text("restored from version 1")
         again.screenshot(path=ARTIFACTS / f"{request.node.name}-list.png")
     finally:

@@ -152,7 +152,9 @@ def _page_cell(cell, number: int) -> Cell:
     kind, source = markdown_or_code(cell["code"])
     if cell.get("type") == "markdown":  # a text cell: its editor holds no %md line
         kind, source = "markdown", cell["code"]
-    return Cell(kind, source, outputs if kind == "code" else [])
+    # A text cell's output is its rendered Markdown: a saved worksheet shows
+    # it so (a download leaves it out: Jupyter renders Markdown itself).
+    return Cell(kind, source, outputs)
 
 
 def _good_output(output) -> bool:

@@ -931,7 +931,11 @@ function attached(message) {
         const code = saved.type === "markdown" ? "%md\n" + saved.code : saved.code;
         const cell = state.cells.get(addCell(null, code));
         for (const output of saved.outputs) render(cell, output);
+        if (cell.text && saved.outputs.length) setCellState(cell, "done-ok");  // shown rendered
       }
+      // A fresh cell to write in, as the page had after its last run (editing
+      // the last saved one would show a text cell as its Markdown source).
+      if (state.order.length) addCell(null);
     }
     if (!state.order.length) {
       addCell(null);
