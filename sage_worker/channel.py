@@ -18,6 +18,7 @@ The control path is separate: the parent signals the child's process group
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import struct
 from typing import Any
@@ -78,7 +79,15 @@ class ChildEnd:
         self.pending: list[tuple[Any, bytes | None, int]] = []
 
     def send(self, message: dict[str, Any], blob: bytes | None = None) -> None:
-        self.sock.sendall(encode(message, blob))
+        data = encode(message, blob)
+        # An interrupt inside sendall would leave half a message on the wire,
+        # which the parent rightly reads as garbage and ends the session for:
+        # SIGINT waits until the message is whole, then raises as usual.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.sock.sendall(data)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def receive(self) -> dict[str, Any] | None:
         """The next request, or None when the parent has gone."""

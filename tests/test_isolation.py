@@ -234,14 +234,17 @@ def test_garbage_on_the_port_does_no_harm(worker_factory):
 
 
 def test_the_output_cap_holds_when_the_session_lifts_its_own(worker_factory):
-    client = worker_factory("--output-bytes", "100000").client()
+    worker = worker_factory("--output-bytes", "100000")
+    client = worker.client()
     session = client.start()
     result = client.run(session, "import sys\nsys.stdout._stream.cap = 10**15\n"
                                  "while True: print('x' * 999)", timeout=30)
     assert result.status == "limit"
     assert len(result.stdout) <= 2 * 100000 + (64 << 10)  # the parent's cap: see server.py
     assert any("Output limit" in n["text"] for n in result.of("notice"))
+    # The interrupt met the session inside a send: the message still went whole.
     assert client.run(session, "print('after')").stdout == "after\n"
+    assert "bad channel data" not in worker.log.read_text()
 
 
 FORGERIES = {
