@@ -282,11 +282,13 @@ class Session:
         self.manager.route[(link.name, self.id)] = self
         link.watch(self.id)
         self.seq, self.link = after, link
+        asked = time.monotonic()
         try:
             reply = link.request("replay", session=self.id, after=after)
         except (gevent.Timeout, WorkerUnavailable):
             reply = {}
-            self.unanswered.append(link.name)
+            if link.last_pong > asked:  # it answers pings, not this: busy, not gone
+                self.unanswered.append(link.name)
         if reply.get("type") == "replayed" and reply.get("owner") in ("", self.browser):
             self.live = True
             self._replayed(reply)
