@@ -987,11 +987,7 @@ class Worker:
                 self._interrupt(session)
             elif session.state is State.INTERRUPTING and execution.kill_at \
                     and now >= execution.kill_at:
-                # Its done may wait behind the output it sent before it
-                # stopped (read a turn at a time): read it all before judging.
-                self._read_child(session, limit=4 << 20)
-                if session.state is State.INTERRUPTING and session.current is execution:
-                    self._kill(session, "killed")
+                self._kill(session, "killed")
         if now >= self.next_idle_check:
             self.next_idle_check = now + 1.0
             if self.cgroups is not None:

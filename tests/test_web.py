@@ -458,16 +458,29 @@ class RogueWorker:
         self.context.term()
 
 
-def test_a_worker_that_sends_garbage_never_stops_the_frontend(web_db, make_folder):
-    folder = make_folder("salvus-rogue-")
+@contextlib.contextmanager
+def frontend_on(worker_of, web_db, make_folder, name: str):
+    """A frontend whose only worker is the stand-in ``worker_of(keys)``, and a
+    page open on it: (worker, frontend, page); all closed after."""
+    folder = make_folder(f"salvus-{name}-")
     keys = make_keys(folder / "keys")
-    rogue = RogueWorker(keys)
-    web = WebProcess(folder / "web", [("rogue", rogue.endpoint)], web_db, keys=keys)
+    worker = worker_of(keys)
+    web = WebProcess(folder / "web", [(name, worker.endpoint)], web_db, keys=keys)
     client = None
     try:
         web.wait_ready()
-        client = Browserish(web, "browser=rogue")
+        client = Browserish(web, f"browser={name}")
         client.open()
+        yield worker, web, client
+    finally:
+        if client:
+            client.close()
+        web.stop()
+        worker.close()
+
+
+def test_a_worker_that_sends_garbage_never_stops_the_frontend(web_db, make_folder):
+    with frontend_on(RogueWorker, web_db, make_folder, "rogue") as (_, web, client):
         for i in range(3):  # every round of garbage costs its messages, nothing else
             messages = client.run(f"c{i}", "1")
             assert messages[-1] == {**messages[-1], "type": "done", "status": "ok"}
@@ -477,26 +490,14 @@ def test_a_worker_that_sends_garbage_never_stops_the_frontend(web_db, make_folde
         log = web.log.read_text()
         assert "dropped an invalid message" in log and "logged once" in log
         assert "Traceback" not in log
-    finally:
-        if client:
-            client.close()
-        web.stop()
-        rogue.close()
 
 
 def test_a_session_whose_worker_does_not_answer_yet_is_never_started_anew(web_db, make_folder):
     """A worker back from a stop answers pings before it answers for its
     sessions: a run then is refused with a notice, not started on a fresh
     session that would hide the variables; once it answers, the session goes on."""
-    folder = make_folder("salvus-stalled-")
-    keys = make_keys(folder / "keys")
-    stalled = RogueWorker(keys, honest=True)
-    web = WebProcess(folder / "web", [("stalled", stalled.endpoint)], web_db, keys=keys)
-    client = None
-    try:
-        web.wait_ready()
-        client = Browserish(web, "browser=stalled")
-        client.open()
+    honest = lambda keys: RogueWorker(keys, honest=True)  # noqa: E731
+    with frontend_on(honest, web_db, make_folder, "stalled") as (stalled, web, client):
         assert client.run("a", "x = 1")[-1]["status"] == "ok"
         stalled.ignored = {"ping", "replay"}  # stopped: the frontend gives it up
         wait_for(lambda: web.health()[1]["workers"] == 0, timeout=30, what="the give-up")
@@ -509,11 +510,6 @@ def test_a_session_whose_worker_does_not_answer_yet_is_never_started_anew(web_db
         stalled.ignored = set()
         assert client.run("c", "x", timeout=40)[-1]["status"] == "ok"
         assert stalled.starts == 1  # the same session, found again
-    finally:
-        if client:
-            client.close()
-        web.stop()
-        stalled.close()
 
 
 def frontend_rss_kb(web: WebProcess) -> int:
