@@ -352,7 +352,10 @@ class Worker:
             return
         session = self.sessions.get(request["session"])
         if session is None or session.state is State.DEAD:
-            why = self.ended.get(request["session"])
+            # A killed session stays here, dead, until its child is reaped:
+            # its reason is already known, as it will be in ``ended``.
+            why = session.end_reason if session is not None else None
+            why = why or self.ended.get(request["session"])
             if why is not None:  # a page that comes back learns why it is gone
                 raise ProtocolError("ended", why, re)
             raise ProtocolError("no_such_session",
