@@ -60,6 +60,8 @@ class Services:
 
     def stopped(self) -> None:
         self.manager.stopped()
+        if self.rates is not None:  # its memcached connections end with us, not at exit
+            self.rates.close()
 
 
 def services() -> Services:
