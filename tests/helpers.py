@@ -53,14 +53,22 @@ def port_free(port: int) -> bool:
     return True
 
 
+# Every port of every base handed out in this test run: a folder initialized
+# but not started yet holds none of its ports, and the next base must not
+# land on them (a base 100 above another puts its database on the other's
+# memcached port).
+_HANDED_OUT: set[int] = set()
+
+
 def free_base_port() -> int:
     """A random base port whose web (+0..), worker (+100..), db (+200), memcached
     (+300), bus (+400..), workers' publisher (+500..) and haproxy's http (+600..)
-    and https (+700..) ports are free."""
+    and https (+700..) ports are free, none of them handed out before."""
     for _ in range(200):
         base = random.randrange(20000, 59000, 10)
-        if all(port_free(base + offset + i) for offset in (0, 100, 200, 300, 400, 500, 600, 700)
-               for i in range(4)):
+        ports = {base + offset + i for offset in range(0, 800, 100) for i in range(4)}
+        if not ports & _HANDED_OUT and all(map(port_free, ports)):
+            _HANDED_OUT.update(ports)
             return base
     raise RuntimeError("no free base port found")
 
