@@ -60,12 +60,23 @@ def port_free(port: int) -> bool:
 _HANDED_OUT: set[int] = set()
 
 
+def _bases_outside_ephemeral_ports() -> list[int]:
+    """Bases whose ports all lie outside the kernel's range for outgoing
+    connections: a port of a program stopped for a while (the database in an
+    outage test) is otherwise taken by some client's connection meanwhile."""
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    return [base for base in range(10000, 64700, 10) if base + 800 <= low or base > high]
+
+
+_BASES = _bases_outside_ephemeral_ports()
+
+
 def free_base_port() -> int:
     """A random base port whose web (+0..), worker (+100..), db (+200), memcached
     (+300), bus (+400..), workers' publisher (+500..) and haproxy's http (+600..)
     and https (+700..) ports are free, none of them handed out before."""
     for _ in range(200):
-        base = random.randrange(20000, 59000, 10)
+        base = random.choice(_BASES)
         ports = {base + offset + i for offset in range(0, 800, 100) for i in range(4)}
         if not ports & _HANDED_OUT and all(map(port_free, ports)):
             _HANDED_OUT.update(ports)
