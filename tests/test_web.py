@@ -527,20 +527,26 @@ def test_a_browser_that_does_not_read_costs_bounded_memory_and_is_told_what_it_m
         slow.send(type="open")
         assert slow.receive()["type"] == "attached"
         before = frontend_rss_kb(web)
-        # 10 x 12 MB of output while the browser reads nothing: three times what
-        # a session's log keeps (40 MB), all of it pushed at a full socket
-        for i in range(10):
-            slow.send(type="execute", cell=f"c{i}",
-                      code="import sys\nfor i in range(12000): print('y' * 999)")
+
         def busy() -> int:
             return sum(w.client().request("ping")["busy"] for w in workers)
 
-        wait_for(lambda: busy() > 0, timeout=30, what="the cells to start")
-        wait_for(lambda: busy() == 0, timeout=120, what="the cells to finish unread")
+        # 4 x 8 x 12 MB of output while the browser reads nothing, all of it
+        # pushed at a full socket: a frontend that held it would grow by 384 MB
+        # and more. What it holds is bounded (the session's cache, 40 MB; the
+        # messages held while a refetch runs; the link's queues), and so is
+        # its RSS, though with the allocator's slack: 65-84 MB here after
+        # each batch, up to 131 MB seen on a loaded machine after one.
+        for batch in range(4):
+            for i in range(8):
+                slow.send(type="execute", cell=f"c{batch * 8 + i}",
+                          code="import sys\nfor i in range(12000): print('y' * 999)")
+            wait_for(lambda: busy() > 0, timeout=30, what="the cells to start")
+            wait_for(lambda: busy() == 0, timeout=120, what="the cells to finish unread")
         grown = frontend_rss_kb(web) - before
-        assert grown < 100_000, f"the frontend grew by {grown} kB for one slow browser"
+        assert grown < 250_000, f"the frontend grew by {grown} kB for one slow browser"
         seen = []
-        while not any(m.get("type") == "done" and m.get("cell") == "c9" for m in seen):
+        while not any(m.get("type") == "done" and m.get("cell") == "c31" for m in seen):
             seen.append(slow.receive())
         gaps = [m for m in seen if m["type"] == "gap"]
         assert gaps and gaps[0]["missed"] > 0 and "could not keep up" in gaps[0]["text"]
